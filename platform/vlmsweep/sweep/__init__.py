@@ -1,0 +1,1 @@
+"""sweep layer of vlmsweep."""

@@ -1,0 +1,1 @@
+"""zoo layer of vlmsweep."""
