@@ -1,0 +1,195 @@
+"""The variant config: what a YAML file says, validated by pydantic v2.
+
+Every model forbids unknown keys, so a typo is an error naming the field. Names of
+components (vision family, LLM family, connector, template) are plain strings here and
+are checked against the exact-name registries by `vlmsweep.models.check` — config sits
+below models in the layering, so it cannot import the registries itself.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TuneMode = Literal["frozen", "full", "partial", "lora", "qlora"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class VisionConfig(Strict):
+    family: str = "siglip"
+    # a Hub name, a local save_pretrained directory, or "tiny" for the family's tiny preset
+    checkpoint: str = "tiny"
+    # hidden_states index the features are taken from; LLaVA uses the penultimate layer
+    feature_layer: int = -2
+    # "patch": patch tokens only (LLaVA); "cls_patch": the CLS token too, where the family has one
+    feature_select: Literal["patch", "cls_patch"] = "patch"
+    # LLaVA-1.5's "pad": pad the image to a square with the processor's mean colour before resizing
+    image_aspect: Literal["pad", "resize"] = "pad"
+    trust_remote_code: bool = False
+
+
+class LLMConfig(Strict):
+    family: str = "llama"
+    checkpoint: str = "tiny"
+    # chat template for instruction stages; None = the family's default
+    template: str | None = None
+    trust_remote_code: bool = False
+
+
+class ConnectorConfig(Strict):
+    name: str = "mlp2x_gelu"
+    options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+
+class ModelConfig(Strict):
+    vision: VisionConfig = Field(default_factory=VisionConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    connector: ConnectorConfig = Field(default_factory=ConnectorConfig)
+
+
+class LoraConfig(Strict):
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    # None = every linear layer inside the component's transformer blocks
+    target_modules: list[str] | None = None
+
+
+class TuneConfig(Strict):
+    """How one component (vision, connector or llm) is treated in one stage."""
+
+    mode: TuneMode = "frozen"
+    # None = the stage's learning rate
+    lr: float | None = Field(None, gt=0)
+    # partial mode: layers [from_layer, depth) of the component's block stack train
+    from_layer: int | None = Field(None, ge=0)
+    lora: LoraConfig | None = None
+
+    @model_validator(mode="after")
+    def _options_match_mode(self) -> TuneConfig:
+        if self.mode == "partial" and self.from_layer is None:
+            raise ValueError("mode 'partial' needs from_layer (the first layer that trains)")
+        if self.mode != "partial" and self.from_layer is not None:
+            raise ValueError(f"from_layer is only used by mode 'partial', not {self.mode!r}")
+        if self.lora is not None and self.mode not in ("lora", "qlora"):
+            raise ValueError(f"lora options given but mode is {self.mode!r}; use mode 'lora' or 'qlora'")
+        if self.mode in ("lora", "qlora") and self.lora is None:
+            self.lora = LoraConfig()
+        return self
+
+
+class TrainingConfig(Strict):
+    """Optimisation and scale of one stage. Paper numbers are the recipe defaults."""
+
+    global_batch: int = Field(128, gt=0)
+    micro_batch: int = Field(4, gt=0)
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    # exactly one of steps / epochs; epochs are turned into steps from the data's row count
+    steps: int | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(2048, gt=8)
+    packing: bool = True
+    # what happens to a sample longer than max_length (counted either way)
+    overlong: Literal["truncate", "drop"] = "truncate"
+    max_images_per_sequence: int = Field(16, gt=0)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    workers: int = Field(1, gt=0)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    log_every: int = Field(1, gt=0)
+    checkpoint_every: int = Field(50, gt=0)
+    max_failures: int = Field(1, ge=0)
+    # debug hook for resume tests: the given rank exits hard at this step on the first attempt
+    fail_at_step: int | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingConfig:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("set exactly one of steps or epochs")
+        per_step = self.micro_batch * self.workers
+        if self.global_batch % per_step:
+            raise ValueError(
+                f"global_batch {self.global_batch} is not a multiple of micro_batch × workers "
+                f"= {self.micro_batch} × {self.workers} = {per_step}")
+        if self.precision != "fp32" and self.gpus_per_worker == 0:
+            raise ValueError(f"precision {self.precision!r} needs a GPU (gpus_per_worker > 0); use fp32 on CPU")
+        return self
+
+    @property
+    def grad_accum(self) -> int:
+        return self.global_batch // (self.micro_batch * self.workers)
+
+
+class StageConfig(Strict):
+    """One training stage: which data, which template, what trains and how."""
+
+    name: str
+    # the data split the stage reads (a key of data.splits)
+    split: str
+    # "plain" is LLaVA's caption-pretraining format; "chat" = the LLM's chat template
+    template: Literal["plain", "chat"] = "chat"
+    vision: TuneConfig = Field(default_factory=TuneConfig)
+    connector: TuneConfig = Field(default_factory=TuneConfig)
+    llm: TuneConfig = Field(default_factory=TuneConfig)
+    training: TrainingConfig
+
+    def components(self) -> dict[str, TuneConfig]:
+        return {"vision": self.vision, "connector": self.connector, "llm": self.llm}
+
+
+class RecipeConfig(Strict):
+    name: str
+    stages: list[StageConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_stage_names(self) -> RecipeConfig:
+        names = [s.name for s in self.stages]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"stage names must be unique; repeated: {sorted(dup)}")
+        return self
+
+
+class SyntheticDataConfig(Strict):
+    size: Literal["tiny", "small", "medium"] = "tiny"
+    seed: int = 0
+    image_size: int = Field(64, ge=32, le=768)
+
+
+class DataConfig(Strict):
+    # a short label used in variant names and MLflow params
+    name: str = "world"
+    # "synthetic": vlmsweep generates the world; "shards": splits point at shard dirs
+    source: Literal["synthetic", "shards"] = "synthetic"
+    synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
+    # split name -> shard directory. For the synthetic world the defaults name its splits.
+    splits: dict[str, str] = Field(default_factory=lambda: {
+        "captions": "captions_short", "instruct": "instruct"})
+
+
+class VariantConfig(Strict):
+    """Everything that determines one trained variant (the resolved form has no gaps)."""
+
+    name: str = "variant"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    recipe: RecipeConfig
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _splits_exist(self) -> VariantConfig:
+        for i, stage in enumerate(self.recipe.stages):
+            if stage.split not in self.data.splits:
+                raise ValueError(
+                    f"recipe.stages.{i}.split: {stage.split!r} is not a data split; "
+                    f"allowed: {', '.join(sorted(self.data.splits))}")
+        return self

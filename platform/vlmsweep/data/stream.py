@@ -1,0 +1,195 @@
+"""Ray Data: shards → preprocessed samples, one deterministic stream per Train worker.
+
+The driver builds one dataset per rank (rows whose id hashes to that rank) and hands
+them to the trainer unsplit; each worker reads its own. Ray's default streaming split
+hands blocks to whichever worker asks first, so a worker's rows would differ between
+runs, and a resumed stage could not find its place. With a fixed row → rank map and
+ordered execution, the stream a rank sees is the same every time.
+
+Preprocessing runs in Ray Data tasks (CPU): decode images, pad-to-square + the vision
+processor, render the template, tokenize with label spans. A sample that can't be used
+keeps its row with a `skip_reason`, so the worker counts it (by reason, with ids)
+instead of it vanishing inside the pipeline.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from vlmsweep.config.schema import LLMConfig, VisionConfig
+from vlmsweep.models.llm import load_tokenizer
+from vlmsweep.models.vision import load_image_processor, preprocess_images
+
+from .packing import Sample
+from .shards import shard_files
+from .tokenize import SkipSample, tokenize_conversation
+
+PREPARED_SCHEMA = pa.schema([
+    ("id", pa.string()), ("input_ids", pa.list_(pa.int64())), ("labels", pa.list_(pa.int64())),
+    ("pixels", pa.list_(pa.float32())), ("num_images", pa.int32()), ("skip_reason", pa.string()),
+    ("skip_detail", pa.string()), ("truncated", pa.bool_()),
+])
+
+
+@dataclass(frozen=True)
+class PrepSpec:
+    """Everything a preprocessing task needs; small and picklable."""
+
+    vision: dict
+    llm: dict
+    preset_root: str
+    template: str
+    image_tokens: int
+    image_shape: tuple[int, int, int]
+    max_length: int
+    overlong: str
+
+
+@lru_cache(maxsize=4)
+def _tools(vision_json: str, llm_json: str, preset_root: str):
+    # loaded once per Ray worker process, reused by every batch it preprocesses
+    vision = VisionConfig.model_validate_json(vision_json)
+    llm = LLMConfig.model_validate_json(llm_json)
+    return load_tokenizer(llm, preset_root), load_image_processor(vision, preset_root), vision.image_aspect
+
+
+def prepare_row(row: dict, spec: PrepSpec, tokenizer, processor, aspect: str) -> dict:
+    out = {"id": row["id"], "input_ids": [], "labels": [], "pixels": [], "num_images": 0,
+           "skip_reason": "", "skip_detail": "", "truncated": False}
+    try:
+        images = []
+        for k, data in enumerate(row["images"] or []):
+            try:
+                images.append(Image.open(io.BytesIO(data)).convert("RGB"))
+            except Exception as err:  # any decoder error means the same thing: unusable image
+                raise SkipSample("unreadable_image", f"image {k}: {err}") from None
+        tok = tokenize_conversation(tokenizer, spec.template, list(row["conversations"]), len(images),
+                                    spec.image_tokens, spec.max_length, spec.overlong)
+        if images:
+            pixels = preprocess_images(processor, images, aspect)
+            if pixels.shape[1:] != spec.image_shape:
+                raise SkipSample("bad_image_shape", f"{pixels.shape[1:]} != {spec.image_shape}")
+            out["pixels"] = pixels.ravel()
+        out.update(input_ids=tok.input_ids, labels=tok.labels, num_images=len(images), truncated=tok.truncated)
+    except SkipSample as skip:
+        out.update(skip_reason=skip.reason, skip_detail=skip.detail)
+    return out
+
+
+def prepare_table(table: pa.Table, spec: PrepSpec) -> pa.Table:
+    tokenizer, processor, aspect = _tools(
+        VisionConfig.model_validate(spec.vision).model_dump_json(),
+        LLMConfig.model_validate(spec.llm).model_dump_json(), spec.preset_root)
+    rows = [prepare_row(r, spec, tokenizer, processor, aspect) for r in table.to_pylist()]
+    return pa.Table.from_pylist(rows, schema=PREPARED_SCHEMA)
+
+
+def rank_of(sample_id: str, world: int) -> int:
+    """A stable row → rank map (crc32 of the id), independent of shard layout and run."""
+    return zlib.crc32(sample_id.encode()) % world
+
+
+def keep_rank(table: pa.Table, rank: int, world: int) -> pa.Table:
+    mask = [rank_of(i, world) == rank for i in table.column("id").to_pylist()]
+    return table.filter(pa.array(mask, type=pa.bool_()))
+
+
+def rank_datasets(shard_dir: str, world: int, spec: PrepSpec, prefix: str = "train") -> dict:
+    """One Ray dataset per rank, named f"{prefix}_rank{r}", in a fixed order."""
+    import ray.data
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    files = shard_files(shard_dir)
+    out = {}
+    for rank in range(world):
+        ds = ray.data.read_parquet(files, columns=["id", "images", "conversations"], shuffle=None)
+        if world > 1:
+            ds = ds.map_batches(keep_rank, fn_kwargs={"rank": rank, "world": world}, batch_format="pyarrow",
+                                zero_copy_batch=True)
+        out[f"{prefix}_rank{rank}"] = ds.map_batches(prepare_table, fn_kwargs={"spec": spec},
+                                                     batch_format="pyarrow", batch_size=32)
+    return out
+
+
+@dataclass
+class StreamState:
+    """Where a rank is in its stream: saved in every checkpoint, restored on resume.
+
+    Skips and truncations are recorded (first epoch only: later epochs see the same rows)
+    with the stream index where they happened, so restoring to a position can drop the
+    ones that lie beyond it: they will be met, and counted, again.
+    """
+
+    epoch: int = 0
+    index: int = 0          # rows of this epoch already passed (used or skipped)
+    passed: int = 0         # rows passed since the stage began, over all epochs
+    skipped: dict = field(default_factory=dict)   # reason -> [[index, id], ...]
+    truncated: list = field(default_factory=list)  # indices of truncated samples
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, "passed": self.passed,
+                "skipped": self.skipped, "truncated": self.truncated}
+
+    @classmethod
+    def restore(cls, saved: dict, position: tuple[int, int, int]) -> StreamState:
+        """The saved state rewound to `position` = (epoch, index, passed) of the last trained row."""
+        epoch, index, passed = position
+        limit = index if epoch == 0 else float("inf")
+        skipped = {r: [e for e in entries if e[0] <= limit] for r, entries in saved["skipped"].items()}
+        return cls(epoch, index, passed, {r: e for r, e in skipped.items() if e},
+                   [i for i in saved["truncated"] if i <= limit])
+
+    def skip_counts(self) -> dict[str, int]:
+        return {reason: len(entries) for reason, entries in sorted(self.skipped.items())}
+
+
+def iter_samples(iterator, spec: PrepSpec, state: StreamState) -> Iterator[Sample]:
+    """Endless samples, epoch after epoch, continuing from `state` (which is updated in place).
+
+    Rows up to the state's position are passed over without counting again, so a resumed
+    stage sees exactly the samples the interrupted one had not trained on yet.
+    """
+    resume_epoch, resume_index = state.epoch, state.index
+    epoch = resume_epoch
+    while True:
+        index = 0
+        for batch in iterator.iter_batches(batch_format="pyarrow", batch_size=64, prefetch_batches=2):
+            for sample, skip in _rows(batch, spec):
+                index += 1
+                if (epoch, index) <= (resume_epoch, resume_index):
+                    continue
+                state.epoch, state.index, state.passed = epoch, index, state.passed + 1
+                if sample is None:
+                    if epoch == 0:
+                        reason, sample_id = skip
+                        state.skipped.setdefault(reason, []).append([index, sample_id])
+                    continue
+                if skip and epoch == 0:  # a usable but truncated sample
+                    state.truncated.append(index)
+                sample.position = (epoch, index, state.passed)
+                yield sample
+        if index == 0:
+            raise RuntimeError("this worker's data stream is empty: too few samples for the number of workers")
+        epoch += 1
+        state.epoch, state.index = epoch, 0
+
+
+def _rows(batch: pa.Table, spec: PrepSpec):
+    """(Sample, truncated) for usable rows, (None, (reason, id)) for skipped ones."""
+    cols = batch.to_pydict()
+    for i, sample_id in enumerate(cols["id"]):
+        if cols["skip_reason"][i]:
+            yield None, (cols["skip_reason"][i], sample_id)
+            continue
+        n = cols["num_images"][i]
+        pixels = np.asarray(cols["pixels"][i], dtype=np.float32).reshape((n, *spec.image_shape))
+        yield Sample(sample_id, np.asarray(cols["input_ids"][i], dtype=np.int64),
+                     np.asarray(cols["labels"][i], dtype=np.int64), pixels), cols["truncated"][i]

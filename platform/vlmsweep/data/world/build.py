@@ -1,0 +1,219 @@
+"""Assemble the world's three datasets and write them as shard dirs.
+
+Every item draws from its own `random.Random(f"{seed}/{split}/{index}")`, so an item
+depends only on (seed, index, image_size): builds are reproducible, any item can be
+regenerated alone (tests do this to check answers against scenes), and a bigger size is
+a superset of a smaller one's captions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlmsweep.config.errors import ConfigError
+
+from ..shards import IMAGE_MARKER, ShardWriter
+from . import questions as Q
+from .language import caption_conversation
+from .scenes import (MAX_IMAGE, MIN_IMAGE, WORD_PROB, Scene, max_objects, object_limit,
+                     render_png, sample_scene)
+
+# (caption scenes, instruct samples) per size.
+WORLD_SIZES = {"tiny": (256, 384), "small": (2_000, 3_000), "medium": (20_000, 30_000)}
+# Shares of the instruct mix, roughly LLaVA-665K's spread of short-answer VQA,
+# conversations, multiple choice, OCR and text-only dialogue.
+MIX = {"vqa": 0.20, "yes_no": 0.12, "count": 0.12, "choice": 0.12, "ocr": 0.08,
+       "conversation": 0.14, "multi_image": 0.11, "text_only": 0.11}
+SPLITS = ("captions_short", "captions_detailed", "instruct")
+SYSTEM_PROMPT = "You are a helpful assistant who answers questions about shapes and colours."
+
+
+@dataclass
+class Item:
+    """One sample plus what it was made from, so tests can re-derive its answers."""
+    sample: dict
+    scenes: list[Scene] = field(default_factory=list)
+    qas: list[Q.QA] = field(default_factory=list)
+    kind: str = ""
+
+
+def check_args(seed, size, image_size) -> None:
+    problems = []
+    if size not in WORLD_SIZES:
+        problems.append(("data.size", f"unknown size {size!r}; allowed: {', '.join(WORLD_SIZES)}"))
+    if isinstance(image_size, bool) or not isinstance(image_size, int) \
+            or not MIN_IMAGE <= image_size <= MAX_IMAGE:
+        problems.append(("data.image_size",
+                         f"must be an int in [{MIN_IMAGE}, {MAX_IMAGE}], got {image_size!r}"))
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        problems.append(("data.seed", f"must be an int, got {seed!r}"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _rng(seed: int, split: str, index: int | str) -> random.Random:
+    # String seeds hash with sha512 inside random: stable across runs and PYTHONHASHSEED.
+    return random.Random(f"{seed}/{split}/{index}")
+
+
+# ---- captions --------------------------------------------------------------------------
+
+def caption_scene(seed: int, index: int, image_size: int) -> Scene:
+    return sample_scene(_rng(seed, "scene", index), image_size)
+
+
+def caption_items(seed: int, n: int, image_size: int) -> Iterator[tuple[Item, Item]]:
+    """(short, detailed) caption items for scenes 0..n-1; both share one rendered image."""
+    for i in range(n):
+        scene = caption_scene(seed, i, image_size)
+        png = render_png(scene)
+        rng = _rng(seed, "caption", i)
+        pair = []
+        for quality in ("short", "detailed"):
+            sample = {"id": f"cap-{i:06d}", "images": [png],
+                      "conversations": caption_conversation(scene, rng, quality, IMAGE_MARKER),
+                      "source": f"world/captions_{quality}", "modality": "image"}
+            pair.append(Item(sample, [scene], kind=f"caption_{quality}"))
+        yield pair[0], pair[1]
+
+
+# ---- instruct mix ----------------------------------------------------------------------
+
+def instruct_plan(seed: int, n: int) -> list[str]:
+    """Exactly-proportioned kinds (largest remainder), shuffled: every kind appears even
+    in tiny builds, and counts per source are known up front."""
+    raw = {k: w * n / sum(MIX.values()) for k, w in MIX.items()}
+    alloc = {k: int(v) for k, v in raw.items()}
+    for k in sorted(raw, key=lambda k: alloc[k] - raw[k])[: n - sum(alloc.values())]:
+        alloc[k] += 1
+    plan = [k for k in MIX for _ in range(alloc[k])]
+    random.Random(f"{seed}/instruct/plan").shuffle(plan)
+    return plan
+
+
+def _image_turn(text: str, n_images: int = 1) -> dict:
+    return {"role": "user", "text": f"{IMAGE_MARKER}\n" * n_images + text}
+
+
+def _single_image(kind: str, scene: Scene, rng: random.Random) -> tuple[list[dict], list[Q.QA]]:
+    if kind == "vqa":
+        qa = Q.ask(Q.VQA, scene, rng)
+        return [_image_turn(Q.short_answer_prompt(qa)), _say(qa.answer)], [qa]
+    if kind == "yes_no":
+        qa = Q.q_exists(scene, rng)
+        return [_image_turn(Q.short_answer_prompt(qa)), _say(qa.answer)], [qa]
+    if kind == "count":
+        qa = Q.ask(Q.COUNT, scene, rng)
+        return [_image_turn(Q.short_answer_prompt(qa)), _say(qa.answer)], [qa]
+    if kind == "choice":
+        qa = Q.ask(Q.CHOICE, scene, rng)
+        prompt, letter, _ = Q.multiple_choice(qa, rng)
+        return [_image_turn(prompt), _say(letter)], [qa]
+    if kind == "ocr":
+        qa = Q.q_word(scene, rng)
+        return [_image_turn(Q.short_answer_prompt(qa)), _say(qa.answer)], [qa]
+    if kind == "conversation":
+        # 2-3 different question kinds, full-sentence answers, <image> only in turn one.
+        qas, target = [], rng.randint(2, 3)
+        for gen in rng.sample(Q.CONVERSATION, len(Q.CONVERSATION)):
+            qa = gen(scene, rng)
+            if qa is not None:
+                qas.append(qa)
+            if len(qas) == target:
+                break
+        turns = []
+        for j, qa in enumerate(qas):
+            turns += [_image_turn(qa.question) if j == 0 else {"role": "user", "text": qa.question},
+                      _say(qa.sentence)]
+        return turns, qas
+    raise ValueError(f"unknown single-image kind {kind!r}")
+
+
+def _say(text: str) -> dict:
+    return {"role": "assistant", "text": text}
+
+
+def instruct_item(seed: int, index: int, kind: str, image_size: int) -> Item:
+    rng = _rng(seed, "instruct", index)
+    sid, source = f"ins-{index:06d}", f"world/{kind}"
+    if kind == "text_only":
+        gens = rng.sample(Q.TEXT_FACTS, rng.randint(1, 2))
+        turns = [{"role": "system", "text": SYSTEM_PROMPT}] if rng.random() < 0.3 else []
+        qas = []
+        for gen in gens:
+            q, a = gen(rng)
+            qas.append(Q.QA(gen.__name__.removeprefix("t_"), q, a, a))
+            turns += [{"role": "user", "text": q}, _say(a)]
+        return Item({"id": sid, "images": [], "conversations": turns, "source": source,
+                     "modality": "text"}, [], qas, kind)
+    if kind == "multi_image":
+        a = sample_scene(rng, image_size)
+        # The second scene gets a different object count so "which has more" always applies.
+        word_b = rng.random() < WORD_PROB
+        n_b = rng.choice([k for k in range(1, object_limit(image_size, word_b) + 1)
+                          if k != len(a.objects)])
+        b = sample_scene(rng, image_size, n_objects=n_b, word=word_b)
+        qa = Q.ask_pair(a, b, rng)
+        return Item({"id": sid, "images": [render_png(a), render_png(b)],
+                     "conversations": [_image_turn(qa.question, 2), _say(qa.answer)],
+                     "source": source, "modality": "multi_image"}, [a, b], [qa], kind)
+    scene = sample_scene(rng, image_size, word=True if kind == "ocr" else None)
+    turns, qas = _single_image(kind, scene, rng)
+    return Item({"id": sid, "images": [render_png(scene)], "conversations": turns,
+                 "source": source, "modality": "image"}, [scene], qas, kind)
+
+
+def instruct_items(seed: int, n: int, image_size: int) -> Iterator[Item]:
+    for i, kind in enumerate(instruct_plan(seed, n)):
+        yield instruct_item(seed, i, kind, image_size)
+
+
+# ---- build -----------------------------------------------------------------------------
+
+def build_world(out_dir: str | Path, *, seed: int = 0, size: str = "tiny",
+                image_size: int = 64) -> dict:
+    """Write captions_short/, captions_detailed/, instruct/ and world.json under out_dir.
+
+    Returns the world.json summary (seed, size, image_size, per-split rows, hashes and
+    counts per source). Raises ConfigError for an unknown size or a bad image size.
+    """
+    check_args(seed, size, image_size)
+    n_captions, n_instruct = WORLD_SIZES[size]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "world.json").unlink(missing_ok=True)  # present only once every split is whole
+    world = {"seed": seed, "size": size, "image_size": image_size}
+    writers = {s: ShardWriter(out / s) for s in SPLITS}
+    sources = {s: Counter() for s in SPLITS}
+    question_kinds = Counter()
+
+    def add(split: str, item: Item) -> None:
+        writers[split].add(item.sample)
+        sources[split][item.sample["source"]] += 1
+        if split == "instruct":
+            question_kinds.update(qa.kind for qa in item.qas)
+
+    for short, detailed in caption_items(seed, n_captions, image_size):
+        add("captions_short", short)
+        add("captions_detailed", detailed)
+    for item in instruct_items(seed, n_instruct, image_size):
+        add("instruct", item)
+
+    splits = {}
+    for s in SPLITS:
+        m = writers[s].close({"split": s, "world": world, "sources": dict(sorted(sources[s].items()))})
+        splits[s] = {"rows": m["rows"], "content_hash": m["content_hash"],
+                     "modalities": m["modalities"], "sources": m["sources"]}
+    summary = {**world, "max_objects": max_objects(image_size), "splits": splits,
+               "sources": dict(sorted(sum(sources.values(), Counter()).items())),
+               "question_kinds": dict(sorted(question_kinds.items()))}
+    tmp = out / f".world.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out / "world.json")
+    return summary

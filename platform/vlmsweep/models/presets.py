@@ -1,0 +1,36 @@
+"""Tiny presets on disk: written once with save_pretrained, then loaded like any checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def preset_dir(root: str | Path, kind: str, family: str) -> Path:
+    return Path(root) / f"{kind}-{family}-tiny"
+
+
+def materialize(target: Path, write: Callable[[Path], None]) -> Path:
+    """Create `target` by calling write(tmpdir) then renaming; safe when processes race.
+
+    The rename is atomic, so a reader never sees a half-written preset; a process that
+    loses the race throws its copy away (the content is deterministic, so both are equal).
+    """
+    if (target / ".complete").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        (tmp / ".complete").touch()
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / ".complete").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

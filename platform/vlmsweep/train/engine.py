@@ -1,0 +1,73 @@
+"""DeepSpeed: the one place an engine is built, and the learning-rate schedule it follows."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+
+from vlmsweep.config.schema import TrainingConfig
+
+
+def deepspeed_config(t: TrainingConfig) -> dict:
+    return {
+        "train_batch_size": t.global_batch,
+        "train_micro_batch_size_per_gpu": t.micro_batch,
+        "gradient_accumulation_steps": t.grad_accum,
+        "gradient_clipping": t.max_grad_norm,
+        "zero_optimization": {"stage": t.zero_stage},
+        # torch_adam: the PyTorch AdamW, so no fused op is JIT-compiled on a cold machine (~40 s)
+        "optimizer": {"type": "AdamW", "params": {"lr": t.lr, "betas": [0.9, 0.999], "eps": 1e-8,
+                                                  "weight_decay": t.weight_decay, "torch_adam": True}},
+        "bf16": {"enabled": t.precision == "bf16"},
+        "fp16": {"enabled": t.precision == "fp16"},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_engine(model: torch.nn.Module, groups: list[dict], t: TrainingConfig):
+    """DeepSpeed engine over the trainable parameter groups (each keeps its own lr)."""
+    import deepspeed
+
+    # "name" is ours (for logs); optimizers only need params, lr and weight_decay
+    clean = [{k: v for k, v in g.items() if k != "name"} for g in groups]
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=clean, config=deepspeed_config(t))
+    return engine
+
+
+def lr_factor(progress: float, t: TrainingConfig) -> float:
+    """Linear warmup, then cosine / linear decay / constant, as a function of progress in [0, 1].
+
+    Why our own and not a torch LRScheduler: in epoch mode the number of steps is not known
+    in advance (packing decides how many samples a step holds), so the schedule follows the
+    fraction of data consumed; DeepSpeed's schedulers would also overwrite the per-component
+    learning rates with one value.
+    """
+    if t.warmup_ratio and progress < t.warmup_ratio:
+        return max(progress / t.warmup_ratio, 1e-3)
+    rest = (progress - t.warmup_ratio) / max(1e-12, 1 - t.warmup_ratio)
+    rest = min(max(rest, 0.0), 1.0)
+    if t.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * rest))
+    if t.schedule == "linear":
+        return 1 - rest
+    return 1.0
+
+
+def set_lrs(engine, base_lrs: list[float], factor: float) -> None:
+    for group, base in zip(engine.optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
+
+
+@contextmanager
+def full_parameters(engine):
+    """Full (gathered) parameters on every rank: needed under ZeRO-3 before saving weights."""
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            yield
+    else:
+        yield

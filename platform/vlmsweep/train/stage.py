@@ -1,0 +1,102 @@
+"""Run one training stage as one Ray Train TorchTrainer (V2 API).
+
+The driver prepares what workers need (a picklable job), builds one Ray Data stream per
+worker, and fits. A worker failure is retried by Ray Train from the last checkpoint
+(`training.max_failures`); the stage output appears only when the stage finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vlmsweep.config.schema import VariantConfig
+from vlmsweep.data.shards import read_manifest as read_shard_manifest
+from vlmsweep.data.stream import PrepSpec, rank_datasets
+from vlmsweep.models.check import chat_template
+from vlmsweep.models.connectors import connector_output_tokens
+from vlmsweep.models.llm import load_tokenizer
+from vlmsweep.models.vision import vision_config, vision_geometry
+
+from .stage_output import is_complete, read_manifest
+
+
+def stage_id(cfg: VariantConfig, index: int, data_identity: str) -> str:
+    """A hash of everything that determines the stage's output: the model, the data, the seed
+    and every stage up to this one (earlier stages are its inputs). Names and times aren't in it."""
+    payload = {"model": cfg.model.model_dump(mode="json"), "data": data_identity, "seed": cfg.seed,
+               "stages": [s.model_dump(mode="json") for s in cfg.recipe.stages[:index + 1]]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prep_spec(cfg: VariantConfig, index: int, preset_root: str) -> PrepSpec:
+    stage = cfg.recipe.stages[index]
+    geometry = vision_geometry(cfg.model.vision, preset_root)
+    size = vision_config(cfg.model.vision, preset_root).image_size
+    return PrepSpec(
+        vision=cfg.model.vision.model_dump(mode="json"), llm=cfg.model.llm.model_dump(mode="json"),
+        preset_root=preset_root,
+        template="plain" if stage.template == "plain" else chat_template(cfg),
+        image_tokens=connector_output_tokens(cfg.model.connector.name, geometry.num_tokens,
+                                             dict(cfg.model.connector.options)),
+        image_shape=(3, size, size), max_length=stage.training.max_length, overlong=stage.training.overlong)
+
+
+@dataclass
+class StageResult:
+    name: str
+    out_dir: str
+    reused: bool
+    summary: dict
+
+
+def run_stage(cfg: VariantConfig, index: int, *, shard_dir: str, out_dir: str, init_dir: str | None,
+              preset_root: str, storage_path: str, sink=None) -> StageResult:
+    """Train stage `index` of the variant from `init_dir` (the previous stage's output) into `out_dir`."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .worker import train_stage
+
+    stage = cfg.recipe.stages[index]
+    if is_complete(out_dir):
+        return StageResult(stage.name, out_dir, True, read_manifest(out_dir))
+    t = stage.training
+    spec = prep_spec(cfg, index, preset_root)
+    tokenizer = load_tokenizer(cfg.model.llm, preset_root)
+    job = {"variant": cfg.model_dump(mode="json"), "stage_index": index, "stage": stage.model_dump(mode="json"),
+           "prep": asdict(spec), "preset_root": preset_root, "init_dir": init_dir, "out_dir": out_dir,
+           "dataset": "train", "total_rows": read_shard_manifest(shard_dir)["rows"],
+           "pad_id": tokenizer.pad_token_id, "sink": sink}
+    datasets = rank_datasets(shard_dir, t.workers, spec, prefix="train")
+    # each worker reads the dataset named for its rank: the loop asks for "train_rank{r}"
+    trainer = TorchTrainer(
+        _per_rank(train_stage),
+        train_loop_config=job,
+        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.gpus_per_worker > 0,
+                                     resources_per_worker={"CPU": t.cpus_per_worker,
+                                                           **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})}),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=[]),
+        run_config=RunConfig(name=f"{Path(out_dir).name}", storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=t.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    if not is_complete(out_dir):
+        raise RuntimeError(f"stage {stage.name} ended without writing its output to {out_dir}")
+    return StageResult(stage.name, out_dir, False, result.return_value or read_manifest(out_dir))
+
+
+def _per_rank(fn):
+    """Point the job at this worker's own dataset before calling the loop."""
+    def loop(job: dict):
+        import ray.train
+
+        rank = ray.train.get_context().get_world_rank()
+        return fn({**job, "dataset": f"{job['dataset']}_rank{rank}"})
+    return loop

@@ -1,0 +1,97 @@
+"""A stage's output: a directory with weights per component and a manifest that says so.
+
+    manifest.json   what the directory holds (written last: its presence means "complete")
+    config.yaml     the resolved variant config
+    vision.safetensors / connector.safetensors / llm.safetensors   components not at their pretrained init
+    llm_lora/ (or vision_lora/)   peft adapters, kept unmerged
+    skipped.json    samples the stage could not use, by reason, with ids
+
+The next stage reads the manifest to know what to load — never path names. A component
+whose weights the manifest doesn't list is loaded from its pretrained checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from safetensors.torch import load_model, save_model
+
+from vlmsweep.models.tuning import component_module
+from vlmsweep.models.vlm import VLM
+
+FORMAT = "vlmsweep.stage/1"
+MANIFEST = "manifest.json"
+
+
+def read_manifest(stage_dir: str | Path) -> dict:
+    path = Path(stage_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{stage_dir} is not a finished stage output (no {MANIFEST})")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+def is_complete(stage_dir: str | Path) -> bool:
+    return (Path(stage_dir) / MANIFEST).is_file()
+
+
+def load_into(vlm: VLM, stage_dir: str | Path, merge_lora: bool = True) -> dict:
+    """Load a finished stage's weights into a freshly built VLM; returns the manifest.
+
+    LoRA adapters are merged when the model goes on training (merge_lora=True); for
+    serving they can stay separate, as BakLLaVA serves them.
+    """
+    from peft import PeftModel
+
+    stage_dir = Path(stage_dir)
+    manifest = read_manifest(stage_dir)
+    for component, entry in manifest["components"].items():
+        if entry.get("weights"):
+            load_model(component_module(vlm, component), str(stage_dir / entry["weights"]), strict=True)
+        if entry.get("lora"):
+            if component == "llm":
+                vlm.llm = PeftModel.from_pretrained(vlm.llm, str(stage_dir / entry["lora"]))
+                if merge_lora:
+                    vlm.llm = vlm.llm.merge_and_unload()
+            else:
+                vlm.vision.model = PeftModel.from_pretrained(vlm.vision.model, str(stage_dir / entry["lora"]))
+                if merge_lora:
+                    vlm.vision.model = vlm.vision.model.merge_and_unload()
+    return manifest
+
+
+def save_stage(vlm: VLM, out_dir: str | Path, *, stage: str, modes: dict[str, str], init_dir: str | None,
+               config_yaml: str, summary: dict) -> dict:
+    """Write the stage output (rank 0 only, with full parameters in hand)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    init = read_manifest(init_dir) if init_dir else {"components": {}}
+    components = {}
+    for component, mode in modes.items():
+        before = init["components"].get(component, {})
+        entry = {"mode": mode, "trained_in": list(before.get("trained_in", [])) + ([stage] if mode != "frozen" else []),
+                 "weights": None, "lora": None}
+        if mode in ("full", "partial") or (before.get("weights") and mode == "frozen"):
+            entry["weights"] = f"{component}.safetensors"
+            save_model(component_module(vlm, component), str(out / entry["weights"]))
+        elif mode in ("lora", "qlora"):
+            if before.get("weights"):  # the base under the adapter came from an earlier stage
+                entry["weights"] = f"{component}.safetensors"
+                shutil.copyfile(Path(init_dir) / before["weights"], out / entry["weights"])
+            entry["lora"] = f"{component}_lora"
+            module = vlm.llm if component == "llm" else vlm.vision.model
+            module.save_pretrained(str(out / entry["lora"]))
+        components[component] = entry
+    (out / "config.yaml").write_text(config_yaml)
+    manifest = {"format": FORMAT, "stage": stage, "init": str(init_dir) if init_dir else None,
+                "components": components, "config": "config.yaml", "created": time.time(), **summary}
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, out / MANIFEST)  # atomic: the manifest appears only when everything is written
+    return manifest

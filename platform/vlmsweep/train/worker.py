@@ -1,0 +1,184 @@
+"""The Ray Train worker loop of one stage: build, restore, train, checkpoint, save.
+
+Runs on every worker of the TorchTrainer. Rank 0 alone writes the stage output and calls
+the metrics sink; every rank saves its part of each DeepSpeed checkpoint and reports it
+to Ray, so a restarted worker group resumes from the last one (model, optimizer,
+learning-rate progress and the exact data position).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from vlmsweep.config.load import dump_resolved
+from vlmsweep.config.schema import VariantConfig
+from vlmsweep.data.packing import collate, pack
+from vlmsweep.data.stream import PrepSpec, StreamState, iter_samples
+from vlmsweep.models.tuning import apply_tuning, format_summary
+from vlmsweep.models.vlm import build_vlm
+
+from .engine import build_engine, full_parameters, lr_factor, set_lrs
+from .stage_output import load_into, save_stage
+
+CHECKPOINT_TAG = "latest"
+
+
+def build_stage_model(cfg: VariantConfig, stage_index: int, preset_root: str, init_dir: str | None):
+    """Pretrained parts + the previous stage's weights, with this stage's tuning applied."""
+    torch.manual_seed(cfg.seed)  # the connector's init is part of what a seed decides
+    vlm = build_vlm(cfg.model, preset_root)
+    if init_dir:
+        load_into(vlm, init_dir)
+    groups, rows = apply_tuning(vlm, cfg.recipe.stages[stage_index])
+    return vlm, groups, rows
+
+
+def _all_sum(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _maybe_fail(job: dict, step: int, rank: int, world: int) -> None:
+    """Test hook: the last rank dies hard once at `fail_at_step`, as a crashed worker would."""
+    at = job["stage"]["training"]["fail_at_step"]
+    marker = Path(job["out_dir"]) / ".failure_injected"
+    if at is not None and step == at and rank == world - 1 and not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        os._exit(1)
+
+
+def train_stage(job: dict) -> dict:
+    """Entry point of `TorchTrainer(train_loop_per_worker=...)`; `job` comes from stage.py."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cfg = VariantConfig.model_validate(job["variant"])
+    index = job["stage_index"]
+    stage = cfg.recipe.stages[index]
+    t = stage.training
+    spec = PrepSpec(**job["prep"])
+    sink = job.get("sink") if rank == 0 else None
+    pad_id = int(job["pad_id"])
+
+    vlm, groups, tune_rows = build_stage_model(cfg, index, job["preset_root"], job["init_dir"])
+    if rank == 0:
+        print(f"[{stage.name}] what trains:\n{format_summary(tune_rows)}", flush=True)
+    engine = build_engine(vlm, groups, t)
+    base_lrs = [g["lr"] for g in groups]
+
+    step, passed_global, stream = 0, 0.0, StreamState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            _, client = engine.load_checkpoint(d, tag=CHECKPOINT_TAG)
+        step, passed_global = client["step"], client["passed_global"]
+        stream = StreamState.restore(client["stream"][rank], client["position"][rank])
+        print(f"[{stage.name}] rank {rank} resumed at step {step}, stream position {client['position'][rank]}", flush=True)
+
+    rows = pack(iter_samples(ray.train.get_dataset_shard(job["dataset"]), spec, stream),
+                t.max_length, t.max_images_per_sequence, t.packing)
+    total_rows = job["total_rows"] * (t.epochs or 0)
+    position = (stream.epoch, stream.index, stream.passed)
+    history, started = [], time.perf_counter()
+    tokens_done = 0
+    while True:
+        progress = step / t.steps if t.steps else passed_global / max(total_rows, 1)
+        if progress >= 1:
+            break
+        _maybe_fail(job, step + 1, rank, world)
+        set_lrs(engine, base_lrs, lr_factor(progress, t))
+        step_start = time.perf_counter()
+        loss_sum = real = total = target = samples = 0.0
+        for _ in range(t.grad_accum):
+            micro = [next(rows) for _ in range(t.micro_batch)]
+            batch = collate(micro, pad_id, image_shape=spec.image_shape).to(engine.device)
+            loss = engine(batch.input_ids, batch.targets, batch.pixel_values, batch.position_ids, batch.attention_mask)
+            engine.backward(loss)
+            engine.step()
+            loss_sum += float(loss.detach())
+            real, total = real + batch.real_tokens, total + batch.total_tokens
+            target, samples = target + batch.target_tokens, samples + batch.samples
+            position = micro[-1].end_position
+        step += 1
+        # rows passed by every rank up to its last trained row: the progress of epoch mode
+        loss_sum, real, total, target, samples, passed = _all_sum(
+            [loss_sum, real, total, target, samples, float(position[2])])
+        passed_global = passed
+        loss = loss_sum / (t.grad_accum * world)
+        if not torch.isfinite(torch.tensor(loss)):
+            raise FloatingPointError(f"stage {stage.name}: loss is {loss} at step {step}")
+        seconds = time.perf_counter() - step_start
+        tokens_done += real
+        metrics = {"step": step, "loss": loss, "lr": t.lr * lr_factor(progress, t),
+                   "tokens_per_s": real / seconds, "real_token_fraction": real / max(total, 1),
+                   "samples_per_step": samples, "target_tokens": target, "progress": min(progress, 1.0)}
+        history.append(metrics)
+        if step % t.checkpoint_every == 0:
+            _checkpoint(engine, step, passed_global, stream, position, metrics)
+        elif step % t.log_every == 0:
+            ray.train.report(metrics)
+        if sink is not None and step % t.log_every == 0:
+            sink.log_metrics(metrics, step)
+
+    elapsed = time.perf_counter() - started
+    summary = _finish(job, cfg, stage, engine, vlm, stream, position, rank, tune_rows,
+                      {"steps": step, "wall_s": elapsed, "tokens": tokens_done,
+                       "tokens_per_s": tokens_done / max(elapsed, 1e-9),
+                       "final_loss": history[-1]["loss"] if history else None,
+                       "first_loss": history[0]["loss"] if history else None})
+    return summary
+
+
+def _checkpoint(engine, step: int, passed_global: float, stream: StreamState, position, metrics: dict) -> None:
+    """Every rank saves its part and reports it; Ray merges them into one checkpoint."""
+    import ray.train
+
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    states, positions = [None] * world, [None] * world
+    if dist.is_initialized():
+        dist.all_gather_object(states, stream.to_dict())
+        dist.all_gather_object(positions, list(position))
+    else:
+        states, positions = [stream.to_dict()], [list(position)]
+    with tempfile.TemporaryDirectory() as d:
+        engine.save_checkpoint(d, tag=CHECKPOINT_TAG, client_state={
+            "step": step, "passed_global": passed_global, "stream": states, "position": positions})
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def _finish(job, cfg, stage, engine, vlm, stream, position, rank, tune_rows, summary) -> dict:
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rewound = StreamState.restore(stream.to_dict(), tuple(position))
+    reports = [None] * world
+    if dist.is_initialized():
+        dist.all_gather_object(reports, {"skipped": rewound.skipped, "truncated": len(rewound.truncated)})
+    else:
+        reports = [{"skipped": rewound.skipped, "truncated": len(rewound.truncated)}]
+    skipped: dict[str, list[str]] = {}
+    for r in reports:
+        for reason, entries in r["skipped"].items():
+            skipped.setdefault(reason, []).extend(e[1] for e in entries)
+    summary.update(skipped={k: len(v) for k, v in sorted(skipped.items())}, skipped_ids=skipped,
+                   truncated=sum(r["truncated"] for r in reports),
+                   tuning=[row.__dict__ for row in tune_rows])
+    with full_parameters(engine):
+        if rank == 0:
+            Path(job["out_dir"]).mkdir(parents=True, exist_ok=True)
+            (Path(job["out_dir"]) / "skipped.json").write_text(json.dumps(skipped, indent=1))
+            save_stage(vlm, job["out_dir"], stage=stage.name,
+                       modes={c: tc.mode for c, tc in stage.components().items()}, init_dir=job["init_dir"],
+                       config_yaml=dump_resolved(cfg), summary={k: v for k, v in summary.items() if k != "skipped_ids"})
+    if dist.is_initialized():
+        dist.barrier()
+    return {k: v for k, v in summary.items() if k != "skipped_ids"}
