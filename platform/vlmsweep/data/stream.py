@@ -29,7 +29,7 @@ from vlmsweep.models.llm import load_tokenizer
 from vlmsweep.models.vision import load_image_processor, preprocess_images
 
 from .packing import Sample
-from .shards import shard_files
+from .shards import read_manifest, shard_files
 from .tokenize import SkipSample, tokenize_conversation
 
 PREPARED_SCHEMA = pa.schema([
@@ -102,20 +102,27 @@ def keep_rank(table: pa.Table, rank: int, world: int) -> pa.Table:
     return table.filter(pa.array(mask, type=pa.bool_()))
 
 
+# Below this many shard bytes, a stage's prepared data is materialized once in the object
+# store: a small dataset is read for many epochs, and re-running decode + tokenize for each
+# one costs more than the training steps (Ray Data re-executes a lazy dataset per epoch).
+MATERIALIZE_BELOW_BYTES = 64 << 20
+
+
 def rank_datasets(shard_dir: str, world: int, spec: PrepSpec, prefix: str = "train") -> dict:
     """One Ray dataset per rank, named f"{prefix}_rank{r}", in a fixed order."""
     import ray.data
 
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     files = shard_files(shard_dir)
+    small = sum(s["bytes"] for s in read_manifest(shard_dir)["shards"]) < MATERIALIZE_BELOW_BYTES
     out = {}
     for rank in range(world):
         ds = ray.data.read_parquet(files, columns=["id", "images", "conversations"], shuffle=None)
         if world > 1:
             ds = ds.map_batches(keep_rank, fn_kwargs={"rank": rank, "world": world}, batch_format="pyarrow",
                                 zero_copy_batch=True)
-        out[f"{prefix}_rank{rank}"] = ds.map_batches(prepare_table, fn_kwargs={"spec": spec},
-                                                     batch_format="pyarrow", batch_size=32)
+        ds = ds.map_batches(prepare_table, fn_kwargs={"spec": spec}, batch_format="pyarrow", batch_size=32)
+        out[f"{prefix}_rank{rank}"] = ds.materialize() if small else ds
     return out
 
 

@@ -18,13 +18,23 @@ import shutil
 import time
 from pathlib import Path
 
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 
 from vlmsweep.models.tuning import component_module
 from vlmsweep.models.vlm import VLM
 
 FORMAT = "vlmsweep.stage/1"
 MANIFEST = "manifest.json"
+
+
+def save_weights(module, path: Path) -> None:
+    """Every state-dict entry as its own contiguous tensor.
+
+    DeepSpeed keeps parameters as views into flat buffers and tied weights share storage;
+    safetensors refuses both, so each tensor is copied out (tied ones are stored twice,
+    which keeps loading a plain strict load_state_dict).
+    """
+    save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in module.state_dict().items()}, str(path))
 
 
 def read_manifest(stage_dir: str | Path) -> dict:
@@ -53,7 +63,7 @@ def load_into(vlm: VLM, stage_dir: str | Path, merge_lora: bool = True) -> dict:
     manifest = read_manifest(stage_dir)
     for component, entry in manifest["components"].items():
         if entry.get("weights"):
-            load_model(component_module(vlm, component), str(stage_dir / entry["weights"]), strict=True)
+            component_module(vlm, component).load_state_dict(load_file(str(stage_dir / entry["weights"])), strict=True)
         if entry.get("lora"):
             if component == "llm":
                 vlm.llm = PeftModel.from_pretrained(vlm.llm, str(stage_dir / entry["lora"]))
@@ -79,7 +89,7 @@ def save_stage(vlm: VLM, out_dir: str | Path, *, stage: str, modes: dict[str, st
                  "weights": None, "lora": None}
         if mode in ("full", "partial") or (before.get("weights") and mode == "frozen"):
             entry["weights"] = f"{component}.safetensors"
-            save_model(component_module(vlm, component), str(out / entry["weights"]))
+            save_weights(component_module(vlm, component), out / entry["weights"])
         elif mode in ("lora", "qlora"):
             if before.get("weights"):  # the base under the adapter came from an earlier stage
                 entry["weights"] = f"{component}.safetensors"

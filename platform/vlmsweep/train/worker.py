@@ -27,7 +27,7 @@ from vlmsweep.models.vlm import build_vlm
 from .engine import build_engine, full_parameters, lr_factor, set_lrs
 from .stage_output import load_into, save_stage
 
-CHECKPOINT_TAG = "latest"
+CHECKPOINT_TAG = "stage_state"  # not "latest": DeepSpeed writes a pointer file by that name
 
 
 def build_stage_model(cfg: VariantConfig, stage_index: int, preset_root: str, init_dir: str | None):
@@ -124,10 +124,10 @@ def train_stage(job: dict) -> dict:
                    "tokens_per_s": real / seconds, "real_token_fraction": real / max(total, 1),
                    "samples_per_step": samples, "target_tokens": target, "progress": min(progress, 1.0)}
         history.append(metrics)
+        # ray.train.report is a barrier the controller polls (~2 s in Ray 2.60): only checkpoints
+        # go through it; per-step metrics reach MLflow through the sink without a barrier
         if step % t.checkpoint_every == 0:
             _checkpoint(engine, step, passed_global, stream, position, metrics)
-        elif step % t.log_every == 0:
-            ray.train.report(metrics)
         if sink is not None and step % t.log_every == 0:
             sink.log_metrics(metrics, step)
 
