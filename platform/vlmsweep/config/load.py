@@ -99,7 +99,15 @@ def _stage_label(loc: tuple) -> str:
 
 def resolve(raw: dict[str, Any], source: str | None = None, where: dict[str, str] | None = None) -> VariantConfig:
     """Turn a raw mapping into a fully resolved VariantConfig (all defaults filled in)."""
-    where = where or {}
+    try:
+        return _resolve(raw, source, where or {})
+    except ConfigError as err:
+        if source and not err.source:  # e.g. a registry lookup: add the file and line
+            raise err.with_location(source, where or {}) from None
+        raise
+
+
+def _resolve(raw: dict[str, Any], source: str | None, where: dict[str, str]) -> VariantConfig:
     unknown = sorted(set(raw) - _TOP_LEVEL)
     if unknown:
         problems = [(k, f"unknown field; allowed: {', '.join(sorted(_TOP_LEVEL - {'base'}))}") for k in unknown]
@@ -132,11 +140,13 @@ def resolve(raw: dict[str, Any], source: str | None = None, where: dict[str, str
                 stage = names[loc[2]] if loc[2] < len(names) else loc[2]
                 rest = [str(p) for p in loc[3:]]
                 field = ".".join(["stages", str(stage)] + rest)
+                prefix = ""
                 if rest and rest[0] == "training" and f"stages.{stage}.{'.'.join(rest)}" not in where:
-                    field = ".".join(["training"] + rest[1:]) + f" (stage {stage})"
+                    # set in the top-level training block: point there, say which stage it broke
+                    field, prefix = ".".join(["training"] + rest[1:]), f"(stage {stage}) "
             else:
-                field = _stage_label(tuple(loc))
-            msg = e["msg"].removeprefix("Value error, ")
+                field, prefix = _stage_label(tuple(loc)), ""
+            msg = prefix + e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 msg = "unknown field (check the spelling)"
             elif e["type"] == "literal_error":

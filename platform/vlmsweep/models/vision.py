@@ -36,7 +36,7 @@ class VisionFamily:
     model_types: tuple[str, ...]
     # tokens before the patch grid in hidden states (CLS); 0 for SigLIP
     prefix_tokens: int
-    # modules after the encoder stack that LLaVA-style features never pass through
+    # modules (or parameters) that LLaVA-style features never pass through
     unused_modules: tuple[str, ...]
     tiny_config: Callable[[], object]
     tiny_processor: Callable[[int], object]
@@ -58,7 +58,8 @@ VISION_FAMILIES: dict[str, VisionFamily] = {
         lambda: SiglipVisionConfig(**_TINY, vision_use_head=False),
         lambda px: SiglipImageProcessorPil(size={"height": px, "width": px}, image_mean=_MEAN, image_std=_STD)),
     "dinov2": VisionFamily(
-        Dinov2Model, ("dinov2",), 1, ("layernorm",),
+        # the mask token only serves masked-image pretraining
+        Dinov2Model, ("dinov2",), 1, ("layernorm", "embeddings.mask_token"),
         lambda: Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, mlp_ratio=2,
                              image_size=32, patch_size=8),
         lambda px: BitImageProcessorPil(size={"shortest_edge": px}, crop_size={"height": px, "width": px})),
@@ -156,7 +157,10 @@ def unused_parameters(model: nn.Module, family: VisionFamily) -> list[nn.Paramet
         try:
             out.extend(model.get_submodule(name).parameters())
         except AttributeError:
-            continue
+            try:  # a bare parameter, e.g. DINOv2's mask token
+                out.append(model.get_parameter(name))
+            except AttributeError:
+                continue
     return out
 
 

@@ -42,6 +42,14 @@ class VLM(nn.Module):
         if pixel_values is None or pixel_values.shape[0] == 0:
             if n_positions:
                 raise ValueError(f"{n_positions} image positions but no pixel_values")
+            if self.training and torch.is_grad_enabled():
+                # Data parallel training (DeepSpeed, DDP) reduces gradients bucket by bucket; a
+                # rank whose batch is text-only would skip the vision/connector buckets and the
+                # ranks would desynchronise (gloo aborts). A zero-weighted blank image keeps
+                # every trainable parameter in the graph with a zero gradient.
+                size = self.vision.model.config.image_size
+                blank = torch.zeros(1, 3, size, size, device=embeds.device, dtype=embeds.dtype)
+                embeds = embeds + 0.0 * self.connector(self.vision(blank)).sum()
             return embeds
         features = self.connector(self.vision(pixel_values))
         if features.shape[0] * features.shape[1] != n_positions:

@@ -29,7 +29,11 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     out = {}
     for key, value in d.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, list) and value and all(isinstance(v, dict) and "name" in v for v in value):
+            # named items (recipe stages) by name, so a param means the same thing in every run
+            for item in value:
+                out.update(flatten({k: v for k, v in item.items() if k != "name"}, f"{name}.{item['name']}."))
+        elif isinstance(value, dict) and value:
             out.update(flatten(value, name + "."))
         else:
             text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)

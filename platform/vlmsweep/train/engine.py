@@ -29,8 +29,14 @@ def deepspeed_config(t: TrainingConfig) -> dict:
 
 def build_engine(model: torch.nn.Module, groups: list[dict], t: TrainingConfig):
     """DeepSpeed engine over the trainable parameter groups (each keeps its own lr)."""
+    import importlib
+
     import deepspeed
 
+    if not torch.cuda.is_available():
+        # On CPU, DeepSpeed JIT-compiles a shared-memory collective op on first use (~50 s on a
+        # cold machine, every fresh CI machine); gloo's own all-reduce is what we use anyway.
+        importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
     # "name" is ours (for logs); optimizers only need params, lr and weight_decay
     clean = [{k: v for k, v in g.items() if k != "name"} for g in groups]
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=clean, config=deepspeed_config(t))

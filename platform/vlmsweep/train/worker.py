@@ -77,13 +77,14 @@ def train_stage(job: dict) -> dict:
     engine = build_engine(vlm, groups, t)
     base_lrs = [g["lr"] for g in groups]
 
-    step, passed_global, stream = 0, 0.0, StreamState()
+    step, passed_global, stream, resumed_from = 0, 0.0, StreamState(), None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             _, client = engine.load_checkpoint(d, tag=CHECKPOINT_TAG)
         step, passed_global = client["step"], client["passed_global"]
         stream = StreamState.restore(client["stream"][rank], client["position"][rank])
+        resumed_from = step
         print(f"[{stage.name}] rank {rank} resumed at step {step}, stream position {client['position'][rank]}", flush=True)
 
     rows = pack(iter_samples(ray.train.get_dataset_shard(job["dataset"]), spec, stream),
@@ -133,7 +134,7 @@ def train_stage(job: dict) -> dict:
 
     elapsed = time.perf_counter() - started
     summary = _finish(job, cfg, stage, engine, vlm, stream, position, rank, tune_rows,
-                      {"steps": step, "wall_s": elapsed, "tokens": tokens_done,
+                      {"steps": step, "resumed_from_step": resumed_from, "wall_s": elapsed, "tokens": tokens_done,
                        "tokens_per_s": tokens_done / max(elapsed, 1e-9),
                        "final_loss": history[-1]["loss"] if history else None,
                        "first_loss": history[0]["loss"] if history else None})
