@@ -100,6 +100,9 @@ def test_stages_are_tracked_in_mlflow(variant_run, work):
         for key in ("train/tokens_per_s", "train/real_token_fraction", "train/lr"):
             assert client.get_metric_history(run.info.run_id, key)
         assert "training.global_batch" in run.data.params
+        assert run.data.metrics["stage/params/connector/trainable"] > 0
+    pretrain = next(r for r in children if r.info.run_name == "pretrain")
+    assert pretrain.data.tags["tune.llm"] == "frozen" and pretrain.data.metrics["stage/params/llm/trainable"] == 0
 
 
 def test_finetune_starts_from_the_pretrained_connector(variant_run, work):

@@ -125,3 +125,18 @@ def collate(rows: list[Row], pad_id: int, length: int | None = None, image_shape
                  None if packed else torch.from_numpy(mask), real_tokens=real, total_tokens=ids.size,
                  samples=sum(len(r.samples) for r in rows),
                  target_tokens=int((targets != IGNORE_INDEX).sum()))
+
+
+def left_pad(prompts: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts for batched generation: left-padded ids and the attention mask.
+
+    Left padding keeps every prompt's last token at the end, where generation continues;
+    transformers derives position ids from the mask, so padding shifts nothing.
+    """
+    length = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), length), pad_id, dtype=np.int64)
+    mask = np.zeros((len(prompts), length), dtype=np.int64)
+    for i, p in enumerate(prompts):
+        ids[i, length - len(p):] = p
+        mask[i, length - len(p):] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)

@@ -111,7 +111,19 @@ def load_tokenizer(cfg: LLMConfig, preset_root: str | Path):
     return tokenizer
 
 
-def load_llm(cfg: LLMConfig, preset_root: str | Path, dtype: torch.dtype = torch.float32):
+def load_llm(cfg: LLMConfig, preset_root: str | Path, dtype: torch.dtype = torch.float32, quantize_4bit: bool = False):
+    """The causal LM; `quantize_4bit` loads NF4 weights through bitsandbytes (QLoRA, GPU only)."""
     llm_config(cfg, preset_root)  # family check before loading weights
+    extra = {}
+    if quantize_4bit:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ConfigError([("model.llm", "qlora needs bitsandbytes on the GPU workers: pip install bitsandbytes")]) from None
+        from transformers import BitsAndBytesConfig
+
+        extra["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                          bnb_4bit_use_double_quant=True,
+                                                          bnb_4bit_compute_dtype=torch.bfloat16)
     return AutoModelForCausalLM.from_pretrained(resolve_checkpoint(cfg, preset_root), dtype=dtype,
-                                                trust_remote_code=cfg.trust_remote_code)
+                                                trust_remote_code=cfg.trust_remote_code, **extra)

@@ -87,10 +87,11 @@ class VLM(nn.Module):
                                  pad_token_id=pad_token_id, use_cache=True)
 
 
-def build_vlm(cfg: ModelConfig, preset_root: str | Path, dtype: torch.dtype = torch.float32) -> VLM:
+def build_vlm(cfg: ModelConfig, preset_root: str | Path, dtype: torch.dtype = torch.float32,
+              quantize_llm: bool = False) -> VLM:
     """Assemble a VLM from pretrained parts (the connector is freshly initialised)."""
     vision = VisionTower(cfg.vision, preset_root)
-    llm = load_llm(cfg.llm, preset_root, dtype=dtype)
+    llm = load_llm(cfg.llm, preset_root, dtype=dtype, quantize_4bit=quantize_llm)
     connector = build_connector(cfg.connector.name, vision.geometry.hidden_size,
                                 llm_config(cfg.llm, preset_root).hidden_size,
                                 vision.geometry.num_tokens, dict(cfg.connector.options))

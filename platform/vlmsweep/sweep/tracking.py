@@ -124,6 +124,10 @@ class Tracker:
         metrics = {k: s[k] for k in ("final_loss", "first_loss", "wall_s", "tokens_per_s", "steps", "truncated")
                    if isinstance(s.get(k), (int, float))}
         metrics.update({f"data/skipped/{reason}": n for reason, n in (s.get("skipped") or {}).items()})
+        for row in s.get("tuning") or []:  # exactly what trained, per component
+            metrics[f"params/{row['component']}/trainable"] = row["trainable"]
+            metrics[f"params/{row['component']}/total"] = row["total"]
+            self.client.set_tag(run_id, f"tune.{row['component']}", row["mode"])
         for k, v in metrics.items():
             self.client.log_metric(run_id, f"stage/{k}", float(v))
             self.client.log_metric(variant_run, f"{stage_name}/{k}", float(v))

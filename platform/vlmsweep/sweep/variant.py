@@ -54,8 +54,9 @@ def run_variant(cfg: VariantConfig, work: WorkDir, address: str | None = None, l
                 tracker.log_stage_result(stage_run, variant_run, stage.name, res, str(out_dir))
                 s = res.summary
                 log(f"[{cfg.name}] {stage.name}: {'reused' if res.reused else 'trained'} "
-                    f"{s.get('steps')} steps, loss {s.get('first_loss')} → {s.get('final_loss')}, "
-                    f"{s.get('tokens_per_s', 0):.0f} tokens/s, skipped {s.get('skipped') or {}}")
+                    f"{s.get('steps')} steps, loss {s.get('first_loss') or 0:.3f} → {s.get('final_loss') or 0:.3f}, "
+                    f"{s.get('tokens_per_s', 0):.0f} real tokens/s, skipped {s.get('skipped') or {}}, "
+                    f"truncated {s.get('truncated', 0)}")
             result.stages.append(res)
             init_dir = str(out_dir)
     return result

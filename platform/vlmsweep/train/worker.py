@@ -33,10 +33,13 @@ CHECKPOINT_TAG = "stage_state"  # not "latest": DeepSpeed writes a pointer file 
 def build_stage_model(cfg: VariantConfig, stage_index: int, preset_root: str, init_dir: str | None):
     """Pretrained parts + the previous stage's weights, with this stage's tuning applied."""
     torch.manual_seed(cfg.seed)  # the connector's init is part of what a seed decides
-    vlm = build_vlm(cfg.model, preset_root)
+    stage = cfg.recipe.stages[stage_index]
+    # built in fp32 whatever the precision: DeepSpeed casts to bf16/fp16 itself and keeps
+    # fp32 master weights, which building in low precision would throw away
+    vlm = build_vlm(cfg.model, preset_root, quantize_llm=stage.llm.mode == "qlora")
     if init_dir:
         load_into(vlm, init_dir)
-    groups, rows = apply_tuning(vlm, cfg.recipe.stages[stage_index])
+    groups, rows = apply_tuning(vlm, stage)
     return vlm, groups, rows
 
 
