@@ -194,3 +194,15 @@ def test_collate_pads_and_counts_tokens():
     text_only = collate([Row([_fake(0, 3)])], pad_id=0, image_shape=IMAGE_SHAPE)
     assert text_only.pixel_values.shape == (0, *IMAGE_SHAPE)
     assert text_only.attention_mask.tolist() == [[1, 1, 1]]
+
+
+def test_varlen_attention_matches_each_sample_run_alone(tiny, samples):
+    """The per-segment attention VLM.forward uses for packed rows: logits equal, token by token."""
+    from vlmsweep.models.attention import VARLEN, attention_implementation
+
+    packed = collate([Row(samples), Row(samples[1:3])], tiny.pad_id)
+    with torch.no_grad(), attention_implementation(tiny.vlm.llm, VARLEN):
+        v_logits, v_losses = per_token(tiny.vlm, packed)
+    a_logits, a_losses = _alone(tiny, samples + samples[1:3])
+    torch.testing.assert_close(v_logits, torch.cat(a_logits), rtol=0, atol=ATOL)
+    torch.testing.assert_close(v_losses, torch.cat(a_losses), rtol=0, atol=ATOL)

@@ -69,6 +69,27 @@ def cmd_data_world(args) -> int:
     return 0
 
 
+def cmd_data_ingest(args) -> int:
+    from vlmsweep.data.ingest import IngestError, ingest_llava
+
+    try:
+        m = ingest_llava(args.file, args.images, args.out, source=args.source,
+                         progress=not args.no_progress)
+    except IngestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    n_skipped = sum(m["skipped"].values())
+    print(f"ingested {m['ingested']} sample(s) from {args.file}, skipped {n_skipped}")
+    for kind, n in m["skipped"].items():
+        ids = m["skipped_ids"][kind]
+        more = f", ... (+{len(ids) - 5})" if len(ids) > 5 else ""
+        print(f"  {kind:<21} {n:>6}  e.g. {', '.join(ids[:5])}{more}")
+    print(f"out:          {args.out}  ({m['rows']} rows in {len(m['shards'])} shard(s); "
+          f"details in skipped.json)")
+    print(f"content hash: {m['content_hash']}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlmsweep", description="Ablation grids of small LLaVA-style "
                                 "vision-language models on Ray (Tune, Train + DeepSpeed, Data) with MLflow.")
@@ -97,6 +118,16 @@ def parser() -> argparse.ArgumentParser:
     world.add_argument("--size", default="tiny", help="tiny | small | medium")
     world.add_argument("--image-size", type=int, default=64, help="pixels per side")
     world.set_defaults(fn=cmd_data_world)
+    ingest = data.add_parser("ingest", help="convert LLaVA-format JSON/JSONL + an image folder to shards",
+                             description="Samples that can't be used are skipped, counted by kind and "
+                             "listed in OUT/skipped.json; exit code 2 only if the file itself is malformed.")
+    ingest.add_argument("file", help="LLaVA conversations: a JSON list or JSONL")
+    ingest.add_argument("--images", required=True, help="image folder the 'image' paths are relative to")
+    ingest.add_argument("--out", required=True, help="output shard directory")
+    ingest.add_argument("--source", help="source name for every sample (default: the record's "
+                        "'source', else llava/<file stem>)")
+    ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ingest.set_defaults(fn=cmd_data_ingest)
     return p
 
 

@@ -140,19 +140,22 @@ class StreamState:
     passed: int = 0         # rows passed since the stage began, over all epochs
     skipped: dict = field(default_factory=dict)   # reason -> [[index, id], ...]
     truncated: list = field(default_factory=list)  # indices of truncated samples
+    # rows beyond the position that were already trained on (modality grouping takes rows
+    # out of order): a resumed stream passes over them
+    consumed_ahead: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "index": self.index, "passed": self.passed,
                 "skipped": self.skipped, "truncated": self.truncated}
 
     @classmethod
-    def restore(cls, saved: dict, position: tuple[int, int, int]) -> StreamState:
+    def restore(cls, saved: dict, position: tuple[int, int, int], consumed_ahead: list | None = None) -> StreamState:
         """The saved state rewound to `position` = (epoch, index, passed) of the last trained row."""
         epoch, index, passed = position
         limit = index if epoch == 0 else float("inf")
         skipped = {r: [e for e in entries if e[0] <= limit] for r, entries in saved["skipped"].items()}
         return cls(epoch, index, passed, {r: e for r, e in skipped.items() if e},
-                   [i for i in saved["truncated"] if i <= limit])
+                   [i for i in saved["truncated"] if i <= limit], [list(p) for p in consumed_ahead or []])
 
     def skip_counts(self) -> dict[str, int]:
         return {reason: len(entries) for reason, entries in sorted(self.skipped.items())}
@@ -165,6 +168,7 @@ def iter_samples(iterator, spec: PrepSpec, state: StreamState) -> Iterator[Sampl
     stage sees exactly the samples the interrupted one had not trained on yet.
     """
     resume_epoch, resume_index = state.epoch, state.index
+    ahead = {tuple(p) for p in state.consumed_ahead}
     epoch = resume_epoch
     while True:
         index = 0
@@ -174,6 +178,8 @@ def iter_samples(iterator, spec: PrepSpec, state: StreamState) -> Iterator[Sampl
                 if (epoch, index) <= (resume_epoch, resume_index):
                     continue
                 state.epoch, state.index, state.passed = epoch, index, state.passed + 1
+                if (epoch, index) in ahead:  # trained on before the interruption
+                    continue
                 if sample is None:
                     if epoch == 0:
                         reason, sample_id = skip

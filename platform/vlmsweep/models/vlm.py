@@ -16,6 +16,7 @@ from torch import nn
 
 from vlmsweep.config.schema import ModelConfig
 
+from .attention import VARLEN, attention_implementation
 from .connectors import build_connector
 from .llm import llm_config, load_llm
 from .vision import VisionTower
@@ -29,6 +30,7 @@ class VLM(nn.Module):
     def __init__(self, vision: VisionTower, connector: nn.Module, llm: nn.Module):
         super().__init__()
         self.vision, self.connector, self.llm = vision, connector, llm
+        self._default_attention = llm.config._attn_implementation
 
     @property
     def image_tokens(self) -> int:
@@ -67,8 +69,10 @@ class VLM(nn.Module):
         block-diagonal causal mask (and uses variable-length kernels where available).
         """
         embeds = self.embed(input_ids, pixel_values)
-        hidden = self.llm.get_decoder()(inputs_embeds=embeds, position_ids=position_ids,
-                                        attention_mask=attention_mask, use_cache=False).last_hidden_state
+        packed = attention_mask is None and position_ids is not None
+        with attention_implementation(self.llm, VARLEN if packed else self._default_attention):
+            hidden = self.llm.get_decoder()(inputs_embeds=embeds, position_ids=position_ids,
+                                            attention_mask=attention_mask, use_cache=False).last_hidden_state
         keep = targets != IGNORE_INDEX
         # only labelled positions reach the vocabulary projection: most positions of a
         # caption or an instruction prompt carry no label, and logits are the biggest tensor

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from vlmsweep.config.load import dump_resolved
 from vlmsweep.config.schema import VariantConfig
+from vlmsweep.data.batching import StepAssembler
 from vlmsweep.data.packing import collate, pack
 from vlmsweep.data.stream import PrepSpec, StreamState, iter_samples
 from vlmsweep.models.tuning import apply_tuning, format_summary
@@ -86,14 +87,15 @@ def train_stage(job: dict) -> dict:
         with checkpoint.as_directory() as d:
             _, client = engine.load_checkpoint(d, tag=CHECKPOINT_TAG)
         step, passed_global = client["step"], client["passed_global"]
-        stream = StreamState.restore(client["stream"][rank], client["position"][rank])
+        stream = StreamState.restore(client["stream"][rank], client["position"][rank], client["ahead"][rank])
         resumed_from = step
         print(f"[{stage.name}] rank {rank} resumed at step {step}, stream position {client['position'][rank]}", flush=True)
 
     rows = pack(iter_samples(ray.train.get_dataset_shard(job["dataset"]), spec, stream),
                 t.max_length, t.max_images_per_sequence, t.packing)
+    steps = StepAssembler(rows, t.micro_batch, t.grad_accum, group_by_modality=not t.packing, agree=_agree)
     total_rows = job["total_rows"] * (t.epochs or 0)
-    position = (stream.epoch, stream.index, stream.passed)
+    position, ahead = (stream.epoch, stream.index, stream.passed), []
     history, started = [], time.perf_counter()
     tokens_done = 0
     while True:
@@ -104,8 +106,8 @@ def train_stage(job: dict) -> dict:
         set_lrs(engine, base_lrs, lr_factor(progress, t))
         step_start = time.perf_counter()
         loss_sum = real = total = target = samples = 0.0
-        for _ in range(t.grad_accum):
-            micro = [next(rows) for _ in range(t.micro_batch)]
+        step_rows = steps.next_step()
+        for micro in step_rows.micro_batches:
             batch = collate(micro, pad_id, image_shape=spec.image_shape).to(engine.device)
             loss = engine(batch.input_ids, batch.targets, batch.pixel_values, batch.position_ids, batch.attention_mask)
             engine.backward(loss)
@@ -113,7 +115,7 @@ def train_stage(job: dict) -> dict:
             loss_sum += float(loss.detach())
             real, total = real + batch.real_tokens, total + batch.total_tokens
             target, samples = target + batch.target_tokens, samples + batch.samples
-            position = micro[-1].end_position
+        position, ahead = steps.position()
         step += 1
         # rows passed by every rank up to its last trained row: the progress of epoch mode
         loss_sum, real, total, target, samples, passed = _all_sum(
@@ -131,12 +133,12 @@ def train_stage(job: dict) -> dict:
         # ray.train.report is a barrier the controller polls (~2 s in Ray 2.60): only checkpoints
         # go through it; per-step metrics reach MLflow through the sink without a barrier
         if step % t.checkpoint_every == 0:
-            _checkpoint(engine, step, passed_global, stream, position, metrics)
+            _checkpoint(engine, step, passed_global, stream, position, ahead, metrics)
         if sink is not None and step % t.log_every == 0:
             sink.log_metrics(metrics, step)
 
     elapsed = time.perf_counter() - started
-    summary = _finish(job, cfg, stage, engine, vlm, stream, position, rank, tune_rows,
+    summary = _finish(job, cfg, stage, engine, vlm, stream, rank, tune_rows,
                       {"steps": step, "resumed_from_step": resumed_from, "wall_s": elapsed, "tokens": tokens_done,
                        "tokens_per_s": tokens_done / max(elapsed, 1e-9),
                        "final_loss": history[-1]["loss"] if history else None,
@@ -144,31 +146,36 @@ def train_stage(job: dict) -> dict:
     return summary
 
 
-def _checkpoint(engine, step: int, passed_global: float, stream: StreamState, position, metrics: dict) -> None:
+def _gather(obj) -> list:
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _agree(ready: list[bool]) -> int | None:
+    """The first modality every rank has a full step of (a collective: all ranks call it together)."""
+    flags = torch.tensor([int(r) for r in ready])
+    if dist.is_initialized():
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return next((i for i, f in enumerate(flags.tolist()) if f), None)
+
+
+def _checkpoint(engine, step: int, passed_global: float, stream: StreamState, position, ahead, metrics: dict) -> None:
     """Every rank saves its part and reports it; Ray merges them into one checkpoint."""
     import ray.train
 
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    states, positions = [None] * world, [None] * world
-    if dist.is_initialized():
-        dist.all_gather_object(states, stream.to_dict())
-        dist.all_gather_object(positions, list(position))
-    else:
-        states, positions = [stream.to_dict()], [list(position)]
+    states, positions, aheads = _gather(stream.to_dict()), _gather(list(position)), _gather(ahead)
     with tempfile.TemporaryDirectory() as d:
         engine.save_checkpoint(d, tag=CHECKPOINT_TAG, client_state={
-            "step": step, "passed_global": passed_global, "stream": states, "position": positions})
+            "step": step, "passed_global": passed_global, "stream": states, "position": positions, "ahead": aheads})
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-def _finish(job, cfg, stage, engine, vlm, stream, position, rank, tune_rows, summary) -> dict:
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    rewound = StreamState.restore(stream.to_dict(), tuple(position))
-    reports = [None] * world
-    if dist.is_initialized():
-        dist.all_gather_object(reports, {"skipped": rewound.skipped, "truncated": len(rewound.truncated)})
-    else:
-        reports = [{"skipped": rewound.skipped, "truncated": len(rewound.truncated)}]
+def _finish(job, cfg, stage, engine, vlm, stream, rank, tune_rows, summary) -> dict:
+    # every row this stream read counts, trained on or still waiting in a buffer
+    reports = _gather({"skipped": stream.skipped, "truncated": len(stream.truncated)})
     skipped: dict[str, list[str]] = {}
     for r in reports:
         for reason, entries in r["skipped"].items():

@@ -21,6 +21,7 @@ from vlmsweep.config.errors import ConfigError
 from ..shards import IMAGE_MARKER, ShardWriter
 from . import questions as Q
 from .language import caption_conversation
+from .llava_json import IMAGES, export_llava
 from .scenes import (MAX_IMAGE, MIN_IMAGE, WORD_PROB, Scene, max_objects, object_limit,
                      render_png, sample_scene)
 
@@ -178,7 +179,8 @@ def instruct_items(seed: int, n: int, image_size: int) -> Iterator[Item]:
 
 def build_world(out_dir: str | Path, *, seed: int = 0, size: str = "tiny",
                 image_size: int = 64) -> dict:
-    """Write captions_short/, captions_detailed/, instruct/ and world.json under out_dir.
+    """Write captions_short/, captions_detailed/, instruct/ and world.json under out_dir,
+    plus llava/<split>.json and llava/images/ (the same data in LLaVA's JSON format).
 
     Returns the world.json summary (seed, size, image_size, per-split rows, hashes and
     counts per source). Raises ConfigError for an unknown size or a bad image size.
@@ -210,9 +212,15 @@ def build_world(out_dir: str | Path, *, seed: int = 0, size: str = "tiny",
         m = writers[s].close({"split": s, "world": world, "sources": dict(sorted(sources[s].items()))})
         splits[s] = {"rows": m["rows"], "content_hash": m["content_hash"],
                      "modalities": m["modalities"], "sources": m["sources"]}
+    # The same data as LLaVA JSON + image folder, for LLaVA-style loaders and people.
+    llava = {"image_folder": f"llava/{IMAGES}",
+             "splits": {s: str(export_llava(out / s, out / "llava").relative_to(out)) for s in SPLITS}}
     summary = {**world, "max_objects": max_objects(image_size), "splits": splits,
                "sources": dict(sorted(sum(sources.values(), Counter()).items())),
-               "question_kinds": dict(sorted(question_kinds.items()))}
+               "question_kinds": dict(sorted(question_kinds.items())), "llava": llava}
+    # Held-out benchmark stand-ins (VQAv2, GQA, ..., in LLaVA eval formats) under bench/.
+    from .benchmarks import build_benchmarks  # here: benchmarks imports this module
+    summary["benchmarks"] = build_benchmarks(out / "bench", seed=seed, size=size, image_size=image_size)
     tmp = out / f".world.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "world.json")
