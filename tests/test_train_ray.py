@@ -147,3 +147,38 @@ def test_worker_killed_mid_stage_resumes_from_checkpoint_exactly(work, variant_r
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
     assert json.loads((killed[0] / "skipped.json").read_text()) == json.loads((clean[0] / "skipped.json").read_text())
+
+
+def test_stage_trains_from_ingested_llava_json_and_reports_unusable_samples(work, tmp_path):
+    """LLaVA JSON + image folder → ingest (bad samples counted there) → shards → a Ray Data
+    stage; samples only the tokenizer can reject (over max_length, overlong: drop) are
+    counted by the trainer with their ids."""
+    from vlmsweep.data.ingest import ingest_llava
+    from vlmsweep.data.prepare import world_dir
+
+    ensure_splits(tiny_variant().data, work.data)
+    world = world_dir(tiny_variant().data, work.data) / "llava"
+    records = json.loads((world / "instruct.json").read_text())[:48]
+    too_long = [{"id": f"long-{k}", "conversations": [{"from": "human", "value": "Tell me everything."},
+                                                       {"from": "gpt", "value": "word " * 400}]} for k in range(3)]
+    missing = [{"id": "ghost", "image": "nowhere.png",
+                "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "No."}]}]
+    # over-long samples first: the stage counts what its stream reads, and 3 steps read only part of it
+    (tmp_path / "data.json").write_text(json.dumps(too_long + records + missing))
+    manifest = ingest_llava(tmp_path / "data.json", world / "images", tmp_path / "shards", progress=False)
+    assert manifest["skipped"] == {"missing_image": 1} and manifest["rows"] == 51
+
+    cfg = resolve({"name": "ingested", "model": {"vision": {"family": "siglip"}, "llm": {"family": "llama"}},
+                   "data": {"name": "llava-json", "source": "shards", "splits": {"instruct": str(tmp_path / "shards")}},
+                   "recipe": "single_stage",
+                   "training": {"steps": 3, "global_batch": 4, "micro_batch": 1, "workers": 2, "cpus_per_worker": 0.5,
+                                "max_length": 384, "overlong": "drop", "checkpoint_every": 10, "lr": 1e-3}})
+    out = work.stages / "ingested-single-stage"
+    result = run_stage(cfg, 0, shard_dir=str(tmp_path / "shards"), out_dir=str(out), init_dir=None,
+                       preset_root=str(work.presets), storage_path=str(work.ray_storage))
+    assert result.summary["steps"] == 3
+    skipped = json.loads((out / "skipped.json").read_text())
+    # the three planted ones, plus any world sample over 384 byte-level tokens
+    assert {"long-0", "long-1", "long-2"} <= set(skipped["too_long"])
+    assert set(skipped) == {"too_long"}
+    assert read_manifest(out)["skipped"] == {"too_long": len(skipped["too_long"])}

@@ -89,7 +89,27 @@ def prepare_table(table: pa.Table, spec: PrepSpec) -> pa.Table:
         VisionConfig.model_validate(spec.vision).model_dump_json(),
         LLMConfig.model_validate(spec.llm).model_dump_json(), spec.preset_root)
     rows = [prepare_row(r, spec, tokenizer, processor, aspect) for r in table.to_pylist()]
-    return pa.Table.from_pylist(rows, schema=PREPARED_SCHEMA)
+    # columns straight from numpy: converting pixel arrays element by element would cost
+    # more than the preprocessing itself
+    columns = {name: [r[name] for r in rows] for name in PREPARED_SCHEMA.names}
+    for name in ("input_ids", "labels", "pixels"):
+        columns[name] = _list_array(columns[name], PREPARED_SCHEMA.field(name).type.value_type)
+    return pa.table(columns, schema=PREPARED_SCHEMA)
+
+
+def _list_array(arrays: list, value_type: pa.DataType) -> pa.ListArray:
+    values = [np.asarray(a, dtype=value_type.to_pandas_dtype()).ravel() for a in arrays]
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    flat = np.concatenate(values) if values else np.zeros(0, dtype=value_type.to_pandas_dtype())
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
+
+
+def _list_column(batch: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(flat numpy values, offsets) of a list column, without Python objects per element."""
+    column = batch.column(name).combine_chunks()
+    offsets = column.offsets.to_numpy()
+    return column.values.to_numpy(zero_copy_only=False), offsets - offsets[0]
 
 
 def rank_of(sample_id: str, world: int) -> int:
@@ -197,12 +217,13 @@ def iter_samples(iterator, spec: PrepSpec, state: StreamState) -> Iterator[Sampl
 
 def _rows(batch: pa.Table, spec: PrepSpec):
     """(Sample, truncated) for usable rows, (None, (reason, id)) for skipped ones."""
-    cols = batch.to_pydict()
-    for i, sample_id in enumerate(cols["id"]):
-        if cols["skip_reason"][i]:
-            yield None, (cols["skip_reason"][i], sample_id)
+    ids, reasons = batch.column("id").to_pylist(), batch.column("skip_reason").to_pylist()
+    n_images, truncated = batch.column("num_images").to_pylist(), batch.column("truncated").to_pylist()
+    (tok, tok_off), (lab, lab_off), (pix, pix_off) = (_list_column(batch, c) for c in ("input_ids", "labels", "pixels"))
+    for i, sample_id in enumerate(ids):
+        if reasons[i]:
+            yield None, (reasons[i], sample_id)
             continue
-        n = cols["num_images"][i]
-        pixels = np.asarray(cols["pixels"][i], dtype=np.float32).reshape((n, *spec.image_shape))
-        yield Sample(sample_id, np.asarray(cols["input_ids"][i], dtype=np.int64),
-                     np.asarray(cols["labels"][i], dtype=np.int64), pixels), cols["truncated"][i]
+        pixels = pix[pix_off[i]:pix_off[i + 1]].reshape((n_images[i], *spec.image_shape))
+        yield Sample(sample_id, tok[tok_off[i]:tok_off[i + 1]].astype(np.int64),
+                     lab[lab_off[i]:lab_off[i + 1]].astype(np.int64), pixels), truncated[i]
