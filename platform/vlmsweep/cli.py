@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -90,6 +91,62 @@ def cmd_data_ingest(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from vlmsweep.config.workdir import WorkDir
+    from vlmsweep.eval.run import WORLD_BENCHMARKS, evaluate, format_table
+
+    if args.checkpoint == "score":
+        return _score_answers(args)
+    work = WorkDir.at(args.work_dir)
+    benches = args.bench.split(",") if args.bench else list(WORLD_BENCHMARKS)
+    data = args.data or str(_world_bench_dir(args.checkpoint, work))
+    out = args.out or str(Path(args.checkpoint) / "eval")
+    results = evaluate(args.checkpoint, benches, data, out, work.presets, batch_size=args.batch_size,
+                       max_new_tokens=args.max_new_tokens)
+    print(format_table(results))
+    print(f"results: {out}/<benchmark>.json")
+    return 0
+
+
+def _world_bench_dir(checkpoint: str, work) -> Path:
+    """The synthetic world's benchmark sets for the data the checkpoint was trained on."""
+    from vlmsweep.data.prepare import ensure_splits, world_dir
+    from vlmsweep.eval.generate import _yaml
+    from vlmsweep.config.schema import VariantConfig
+    from vlmsweep.train.stage_output import read_manifest
+
+    cfg = VariantConfig.model_validate(_yaml(Path(checkpoint) / read_manifest(checkpoint)["config"]))
+    if cfg.data.source != "synthetic":
+        raise ConfigError([("--data", "the checkpoint was not trained on the synthetic world: "
+                                      "give the benchmark directory with --data")])
+    ensure_splits(cfg.data, work.data)
+    return world_dir(cfg.data, work.data) / "bench"
+
+
+def _score_answers(args) -> int:
+    """Score an existing LLaVA answers JSONL (question_id, text) without a model."""
+    import json
+
+    from vlmsweep.eval.benchmarks import get_benchmark
+
+    if not (args.bench and args.answers and args.annotations) or "," in args.bench:
+        raise ConfigError([("eval score", "needs --bench NAME (one), --answers FILE and --annotations FILE")])
+    bench = get_benchmark(args.bench)
+    predictions = {}
+    for n, line in enumerate(Path(args.answers).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                predictions[row["question_id"]] = row["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ConfigError([("--answers", f"{args.answers}:{n}: not a LLaVA answer line "
+                                                 f"(question_id, text): {err}")]) from None
+    result = bench.score(predictions, bench.load_annotations(Path(args.annotations)))
+    print(json.dumps({"benchmark": args.bench, "metrics": result.get("metrics"), "counts": result.get("counts"),
+                      "notes": result.get("notes", [])}, indent=1))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlmsweep", description="Ablation grids of small LLaVA-style "
                                 "vision-language models on Ray (Tune, Train + DeepSpeed, Data) with MLflow.")
@@ -110,6 +167,22 @@ def parser() -> argparse.ArgumentParser:
     config_args(check)
     check.add_argument("--show", action="store_true", help="print the resolved config (all defaults filled in)")
     check.set_defaults(fn=cmd_check)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on benchmarks, or re-score an answers file",
+                        description="vlmsweep eval CHECKPOINT [--bench vqav2,gqa,...] [--data DIR]: generate and "
+                                    "score (CHECKPOINT = a stage output dir, e.g. the finetune stage). "
+                                    "vlmsweep eval score --bench NAME --answers FILE --annotations FILE: score "
+                                    "LLaVA-format answers (JSONL of question_id, text) without a model.")
+    ev.add_argument("checkpoint", help="stage output directory, or the word 'score'")
+    ev.add_argument("--bench", help="comma-separated benchmarks (default: the seven offline ones)")
+    ev.add_argument("--data", help="directory holding one folder per benchmark (default: the world's bench sets)")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--max-new-tokens", type=int, default=32)
+    ev.add_argument("--out", help="where results JSONs go (default: CHECKPOINT/eval)")
+    ev.add_argument("--work-dir", help="work dir holding the presets (default ./.vlmsweep)")
+    ev.add_argument("--answers", help="score mode: LLaVA answers JSONL")
+    ev.add_argument("--annotations", help="score mode: the benchmark's annotation file or directory")
+    ev.set_defaults(fn=cmd_eval)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)
     world = data.add_parser("world", help="generate the synthetic visual world as shards")

@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .recipes import get_recipe
 from .schema import VariantConfig
 
-_TOP_LEVEL = {"base", "name", "model", "data", "recipe", "training", "stages", "seed"}
+_TOP_LEVEL = {"base", "name", "model", "data", "recipe", "training", "stages", "eval", "seed"}
 
 
 def deep_merge(base: dict, change: dict) -> dict:

@@ -176,6 +176,25 @@ class DataConfig(Strict):
         "captions": "captions_short", "instruct": "instruct"})
 
 
+class JudgeConfig(Strict):
+    """An OpenAI-compatible chat endpoint that grades open answers (MM-Vet)."""
+
+    base_url: str
+    model: str = "gpt-4-0613"  # MM-Vet's published numbers use this judge
+    api_key_env: str = "OPENAI_API_KEY"
+
+
+class EvalConfig(Strict):
+    """The evaluation stage: which benchmarks, on which files (names are checked by eval/)."""
+
+    benchmarks: list[str] = Field(default_factory=list)  # empty: no evaluation stage
+    # a directory with one folder per benchmark; None = the synthetic world's benchmark sets
+    data: str | None = None
+    batch_size: int = Field(16, gt=0)
+    max_new_tokens: int = Field(32, gt=0)
+    judge: JudgeConfig | None = None
+
+
 class VariantConfig(Strict):
     """Everything that determines one trained variant (the resolved form has no gaps)."""
 
@@ -183,6 +202,7 @@ class VariantConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     recipe: RecipeConfig
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     seed: int = 0
 
     @model_validator(mode="after")

@@ -12,9 +12,14 @@ from .shards import read_manifest
 from .world import build_world
 
 
+# Bump when the world generator's output changes (new splits, benchmark sets, wording):
+# a world built by an older generator then lives in another directory, never reused stale.
+WORLD_VERSION = 2
+
+
 def world_dir(data: DataConfig, data_root: Path) -> Path:
     s = data.synthetic
-    return data_root / f"world-{s.size}-seed{s.seed}-px{s.image_size}"
+    return data_root / f"world-v{WORLD_VERSION}-{s.size}-seed{s.seed}-px{s.image_size}"
 
 
 def ensure_splits(data: DataConfig, data_root: str | Path) -> dict[str, str]:

@@ -1,1 +1,41 @@
-"""report layer of vlmsweep."""
+"""report layer of vlmsweep: read a finished (or failed) sweep from MLflow and write its ablation report.
+
+Sits above sweep: it reads what sweep/tracking.py wrote, through MLflow only, and imports nothing
+from vlmsweep.sweep (see collect.py for the tag names it relies on).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .collect import EXPERIMENT, Curve, SweepData, SweepNotFound, load_sweep
+from .render import write_report
+
+ARTIFACT_DIR = "report"
+
+__all__ = ["build_report", "load_sweep", "write_report", "SweepData", "SweepNotFound", "Curve", "ARTIFACT_DIR"]
+
+
+def build_report(tracking_uri: str, sweep: str, out_dir, log_artifacts: bool = True,
+                 experiment: str = EXPERIMENT, templates: Path | str | None = None) -> dict:
+    """Collect SWEEP (a sweep name or sweep run id), write the report to OUT_DIR and, if
+    LOG_ARTIFACTS, attach report.md, report.html and the plots to the sweep's parent run under
+    report/ (plots under report/plots/, so the Markdown's relative image links still resolve there).
+
+    Returns write_report's paths plus "sweep_run_id", "notes" and "artifacts" (the artifact
+    paths logged, empty when LOG_ARTIFACTS is false).
+    """
+    data = load_sweep(tracking_uri, sweep, experiment=experiment)
+    paths = write_report(data, out_dir, templates=templates)
+    logged = []
+    if log_artifacts:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        for path in (paths["markdown"], paths["html"]):
+            client.log_artifact(data.sweep_run_id, str(path), artifact_path=ARTIFACT_DIR)
+            logged.append(f"{ARTIFACT_DIR}/{path.name}")
+        for path in paths["plots"]:
+            client.log_artifact(data.sweep_run_id, str(path), artifact_path=f"{ARTIFACT_DIR}/plots")
+            logged.append(f"{ARTIFACT_DIR}/plots/{path.name}")
+    return {**paths, "sweep_run_id": data.sweep_run_id, "notes": list(data.notes), "artifacts": logged}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -39,6 +40,11 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
             text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
             out[name] = text[:MAX_PARAM]
     return out
+
+
+def metric_key(name: str) -> str:
+    """MLflow allows alphanumerics, _ - . space : / in names; MME's "acc+" becomes "acc_plus"."""
+    return re.sub(r"[^\w\-. :/]", "_", name.replace("+", "_plus"))
 
 
 def _git_sha() -> str:
@@ -136,6 +142,19 @@ class Tracker:
         for name in ("manifest.json", "skipped.json", "config.yaml"):
             if (Path(out_dir) / name).is_file():
                 self.client.log_artifact(run_id, str(Path(out_dir) / name))
+
+    def log_eval(self, run_id: str, variant_run: str, metrics: dict[str, float], out_dir: str, reused: bool) -> None:
+        """Benchmark scores as eval/<bench>/<metric>, on the eval run and on the variant run."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(metric_key(f"eval/{k}"), v, now, 0) for k, v in sorted(metrics.items())]
+        for run in (run_id, variant_run):
+            for i in range(0, len(batch), 500):
+                self.client.log_batch(run, metrics=batch[i:i + 500])
+        self.client.set_tag(run_id, "vlmsweep.reused", str(reused))
+        for path in sorted(Path(out_dir).glob("*.json")):
+            self.client.log_artifact(run_id, str(path), artifact_path="eval")
 
     def _log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param

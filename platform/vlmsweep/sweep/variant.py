@@ -7,13 +7,16 @@ is reused instead of trained again.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlmsweep.config.load import dump_resolved
 from vlmsweep.config.schema import VariantConfig
 from vlmsweep.config.workdir import WorkDir
-from vlmsweep.data.prepare import data_identity, ensure_splits
+from vlmsweep.data.prepare import data_identity, ensure_splits, world_dir
+from vlmsweep.eval.run import check_eval, evaluate, flat_metrics, format_table, make_judge
 from vlmsweep.models.check import check_variant
 from vlmsweep.train.stage import StageResult, run_stage, stage_id
 
@@ -26,6 +29,7 @@ class VariantResult:
     name: str
     run_id: str
     stages: list[StageResult] = field(default_factory=list)
+    eval: dict = field(default_factory=dict)
 
 
 def stage_dirs(cfg: VariantConfig, work: WorkDir, identity: str) -> list[Path]:
@@ -35,6 +39,7 @@ def stage_dirs(cfg: VariantConfig, work: WorkDir, identity: str) -> list[Path]:
 def run_variant(cfg: VariantConfig, work: WorkDir, address: str | None = None, log=print) -> VariantResult:
     preset_root = str(work.presets)
     check_variant(cfg, preset_root)              # every config error before anything starts
+    check_eval(cfg.eval)
     splits = ensure_splits(cfg.data, work.data)
     identity = data_identity(splits)
     ensure_ray(address)
@@ -59,4 +64,28 @@ def run_variant(cfg: VariantConfig, work: WorkDir, address: str | None = None, l
                     f"truncated {s.get('truncated', 0)}")
             result.stages.append(res)
             init_dir = str(out_dir)
+        if cfg.eval.benchmarks:
+            result.eval = run_eval_stage(cfg, work, init_dir, tracker, variant_run, log)
     return result
+
+
+def run_eval_stage(cfg: VariantConfig, work: WorkDir, checkpoint: str, tracker: Tracker, variant_run: str,
+                   log=print) -> dict:
+    """The last stage: score the final checkpoint; results are reused when nothing changed."""
+    e = cfg.eval
+    data = e.data or str(world_dir(cfg.data, work.data) / "bench")
+    key = hashlib.sha256(json.dumps([Path(checkpoint).name, e.model_dump(mode="json"), data]).encode()).hexdigest()[:16]
+    out = work.stages / f"eval-{key}"
+    with tracker.stage_run(variant_run, "eval", key) as run:
+        done = out / "results.json"
+        reused = done.is_file()
+        if reused:
+            results = json.loads(done.read_text())
+        else:
+            log(f"[{cfg.name}] eval on {', '.join(e.benchmarks)} → {out}")
+            results = evaluate(checkpoint, e.benchmarks, data, out, work.presets, batch_size=e.batch_size,
+                               max_new_tokens=e.max_new_tokens, log=log, judge=make_judge(e.judge))
+            done.write_text(json.dumps(results, default=str))
+        tracker.log_eval(run, variant_run, flat_metrics(results), str(out), reused=reused)
+        log(format_table(results))
+    return results

@@ -1,0 +1,97 @@
+"""Load a trained variant from a stage output and answer benchmark items in batches.
+
+Generation is greedy with a KV cache over left-padded prompts. Items are sorted by prompt
+length before batching (less padding), and answers are returned by question id, so the
+order and the batch size never change what an item receives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vlmsweep import IMAGE_MARKER
+from vlmsweep.config.schema import VariantConfig
+from vlmsweep.data.packing import left_pad
+from vlmsweep.data.tokenize import prompt_ids, stop_token_id
+from vlmsweep.models.check import chat_template
+from vlmsweep.models.llm import load_tokenizer
+from vlmsweep.models.vision import load_image_processor, preprocess_images
+from vlmsweep.models.vlm import build_vlm
+from vlmsweep.train.stage_output import load_into, read_manifest
+
+
+@dataclass
+class LoadedModel:
+    cfg: VariantConfig
+    vlm: torch.nn.Module
+    tokenizer: object
+    processor: object
+    template: str
+    stage_dir: str
+
+
+def load_checkpoint(stage_dir: str | Path, preset_root: str | Path) -> LoadedModel:
+    """A finished stage output → a model ready to generate (LoRA adapters kept unmerged)."""
+    stage_dir = Path(stage_dir)
+    manifest = read_manifest(stage_dir)
+    cfg = VariantConfig.model_validate(_yaml(stage_dir / manifest["config"]))
+    torch.manual_seed(cfg.seed)
+    vlm = build_vlm(cfg.model, preset_root)
+    load_into(vlm, stage_dir, merge_lora=False)
+    vlm.eval()
+    return LoadedModel(cfg, vlm, load_tokenizer(cfg.model.llm, preset_root),
+                       load_image_processor(cfg.model.vision, preset_root), chat_template(cfg), str(stage_dir))
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+@dataclass
+class Answers:
+    texts: dict            # question_id -> generated text
+    unusable: dict         # question_id -> why its image could not be used
+
+
+def answer(model: LoadedModel, items: list, images_dir: Path, batch_size: int = 16,
+           max_new_tokens: int = 32) -> Answers:
+    """Greedy answers to benchmark items; items whose image is missing or unreadable are reported."""
+    ready, unusable = [], {}
+    for item in items:
+        try:
+            images = [Image.open(images_dir / p).convert("RGB") for p in item.images]
+        except (OSError, ValueError) as err:
+            unusable[item.question_id] = f"{type(err).__name__}: {err}"
+            continue
+        markers = IMAGE_MARKER * len(images) + ("\n" if images else "")
+        conversation = [{"role": "user", "text": markers + item.prompt}]
+        ids = prompt_ids(model.tokenizer, model.template, conversation, model.vlm.image_tokens)
+        pixels = preprocess_images(model.processor, images, model.cfg.model.vision.image_aspect) if images else None
+        ready.append((item.question_id, ids, pixels))
+    ready.sort(key=lambda r: len(r[1]))  # similar lengths batch together: less padding
+    stop = stop_token_id(model.tokenizer, model.template)
+    pad = model.tokenizer.pad_token_id
+    texts = {}
+    for start in range(0, len(ready), batch_size):
+        chunk = ready[start:start + batch_size]
+        ids, mask = left_pad([c[1] for c in chunk], pad)
+        pixels = [c[2] for c in chunk if c[2] is not None]
+        pixel_values = torch.from_numpy(np.concatenate(pixels)) if pixels else None
+        out = model.vlm.generate(ids, mask, pixel_values, max_new_tokens=max_new_tokens,
+                                 stop_token_id=stop, pad_token_id=pad)
+        for (qid, _, _), tokens in zip(chunk, out.tolist()):
+            texts[qid] = _decode(model.tokenizer, tokens, stop, pad)
+    return Answers(texts, unusable)
+
+
+def _decode(tokenizer, tokens: list[int], stop: int, pad: int) -> str:
+    if stop in tokens:
+        tokens = tokens[:tokens.index(stop)]
+    return tokenizer.decode([t for t in tokens if t != pad], skip_special_tokens=True).strip()

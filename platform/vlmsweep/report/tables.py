@@ -1,0 +1,158 @@
+"""The report's tables: variants × benchmarks, and one pivot per ablation axis.
+
+Numbers are computed as DataFrames (tests and plots use those); `Grid` is the same table as
+display text plus which cells to mark, so Markdown and HTML always show identical content.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .collect import AXIS, SweepData, axis_labels
+
+# One headline metric per benchmark, in the order the table shows them. Every one is "higher is
+# better", which is what marking the column maximum as best relies on. ScienceQA's headline is
+# `accuracy` (all questions), not `img_accuracy`, so it compares across variants that differ in
+# whether they see images at all.
+HEADLINE = [("vqav2", "accuracy"), ("gqa", "accuracy"), ("textvqa", "accuracy"), ("scienceqa", "accuracy"),
+            ("pope", "f1"), ("mme", "perception"), ("mmmu", "accuracy"), ("mmvet", "total")]
+DASH = "–"
+
+
+@dataclass
+class Grid:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    bold: list[list[bool]]
+    text_cols: int = 1   # leading columns of labels (left-aligned); the rest are numbers
+
+
+def label(bench: str, metric: str) -> str:
+    return bench if metric == "accuracy" else f"{bench} ({metric})"
+
+
+def finished(data: SweepData) -> pd.DataFrame:
+    """Variants that ran to the end: a failed run's metrics are partial, so it is listed apart."""
+    return data.variants[data.variants["status"] == "FINISHED"]
+
+
+def benchmarks(data: SweepData) -> list[tuple[str, str]]:
+    """(column label, metric key) for each headline benchmark that some finished variant has."""
+    done = finished(data)
+    out = []
+    for bench, metric in HEADLINE:
+        key = f"eval/{bench}/{metric}"
+        if key in done and done[key].notna().any():
+            out.append((label(bench, metric), key))
+    return out
+
+
+def axes_with_choices(data: SweepData) -> list[str]:
+    """Axes along which the finished variants actually differ: a one-label axis has nothing to compare."""
+    return [a for a in data.axes if len(axis_labels(finished(data), a)) >= 2]
+
+
+def variant_table(data: SweepData) -> pd.DataFrame:
+    """Index: variant (in the collected order); columns: axis names, then one per benchmark label."""
+    done = finished(data)
+    table = pd.DataFrame(index=pd.Index(done["variant"], name="variant"))
+    for axis in data.axes:
+        table[axis] = done[AXIS + axis].to_numpy()
+    for name, key in benchmarks(data):
+        table[name] = done[key].astype(float).to_numpy()
+    return table
+
+
+@dataclass
+class Pivot:
+    axis: str
+    mean: pd.DataFrame     # index: the axis's labels; columns: benchmark labels
+    std: pd.DataFrame      # sample std (ddof=1): NaN when a cell has one value
+    count: pd.DataFrame    # values behind each cell
+    n: pd.Series           # finished variants per label
+
+
+def axis_pivot(data: SweepData, axis: str) -> Pivot:
+    """Each label of AXIS averaged over every other axis (seeds included)."""
+    done, cols = finished(data), benchmarks(data)
+    labels = axis_labels(done, axis)
+    values = pd.DataFrame({name: done[key].astype(float).to_numpy() for name, key in cols},
+                          index=done[AXIS + axis].to_numpy(), columns=[name for name, _ in cols])
+    groups = values.groupby(level=0, sort=False)
+    return Pivot(axis, groups.mean().reindex(labels), groups.std(ddof=1).reindex(labels),
+                 groups.count().reindex(labels), groups.size().reindex(labels).fillna(0).astype(int))
+
+
+def axis_pivots(data: SweepData) -> list[Pivot]:
+    return [axis_pivot(data, a) for a in axes_with_choices(data)]
+
+
+def _num(value) -> str:
+    return DASH if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def _best_rows(column: pd.Series) -> set:
+    """Index of every row that ties for the maximum (ties are all marked, none is preferred)."""
+    if column.notna().sum() == 0:
+        return set()
+    top = column.max()
+    return {i for i, v in column.items() if not math.isnan(v) and math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-9)}
+
+
+def variant_grid(data: SweepData) -> Grid:
+    table = variant_table(data)
+    bench_cols = [name for name, _ in benchmarks(data)]
+    best = {c: _best_rows(table[c].reset_index(drop=True)) for c in bench_cols}
+    rows, bold = [], []
+    for i, (variant, row) in enumerate(table.iterrows()):
+        rows.append([str(variant)] + [DASH if pd.isna(row[a]) else str(row[a]) for a in data.axes]
+                    + [_num(row[c]) for c in bench_cols])
+        bold.append([False] * (1 + len(data.axes)) + [i in best[c] for c in bench_cols])
+    return Grid("Variants × benchmarks", ["variant", *data.axes, *bench_cols], rows, bold, 1 + len(data.axes))
+
+
+def pivot_grid(p: Pivot) -> Grid:
+    best = {c: _best_rows(p.mean[c]) for c in p.mean.columns}
+    rows, bold = [], []
+    for lab in p.mean.index:
+        cells, marks = [str(lab), str(p.n[lab])], [False, False]
+        for c in p.mean.columns:
+            mean, std, k = p.mean.at[lab, c], p.std.at[lab, c], int(p.count.at[lab, c])
+            text = DASH if k == 0 else f"{_num(mean)} ± {_num(std)}"
+            if 0 < k < p.n[lab]:
+                text += f" (n={k})"  # some variants with this label lack this benchmark
+            cells.append(text)
+            marks.append(lab in best[c])
+        rows.append(cells)
+        bold.append(marks)
+    title = f"By {p.axis} (mean ± std over the other axes)"
+    return Grid(title, [p.axis, "n", *p.mean.columns], rows, bold)
+
+
+def to_markdown(grid: Grid) -> str:
+    def cell(text: str, strong: bool) -> str:
+        text = text.replace("|", "\\|")
+        return f"**{text}**" if strong else text
+
+    lines = ["| " + " | ".join(cell(h, False) for h in grid.header) + " |",
+             "|" + "|".join(["---"] * grid.text_cols + ["---:"] * (len(grid.header) - grid.text_cols)) + "|"]
+    lines += ["| " + " | ".join(cell(t, b) for t, b in zip(row, marks)) + " |"
+              for row, marks in zip(grid.rows, grid.bold)]
+    return "\n".join(lines)
+
+
+def to_html(grid: Grid) -> str:
+    def cell(j: int, text: str, strong: bool) -> str:
+        classes = " ".join(c for c, on in (("label", j < grid.text_cols), ("best", strong)) if on)
+        text = f"<b>{html.escape(text)}</b>" if strong else html.escape(text)
+        return f"<td class=\"{classes}\">{text}</td>" if classes else f"<td>{text}</td>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in grid.header)
+    body = "".join("<tr>" + "".join(cell(j, t, b) for j, (t, b) in enumerate(zip(row, marks))) + "</tr>\n"
+                   for row, marks in zip(grid.rows, grid.bold))
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"

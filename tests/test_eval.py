@@ -1,0 +1,98 @@
+"""Evaluation end to end on the world's benchmark sets: batch-size independence, results files,
+missing images counted, the CLI (generate + table, and score-only mode)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlmsweep.cli import main
+from vlmsweep.config.load import dump_resolved, resolve
+from vlmsweep.data.world.benchmarks import build_benchmarks
+from vlmsweep.eval.generate import load_checkpoint
+from vlmsweep.eval.run import WORLD_BENCHMARKS, evaluate_model, flat_metrics
+from vlmsweep.models.vlm import build_vlm
+from vlmsweep.train.stage_output import save_stage
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    build_benchmarks(out, seed=0, size="tiny", image_size=32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, preset_root):
+    """A stage output written by the real save path, from an untrained tiny VLM."""
+    cfg = resolve({"name": "eval-test", "model": {"vision": {"family": "clip"}, "llm": {"family": "qwen2"}},
+                   "recipe": "single_stage", "training": {"steps": 1, "global_batch": 1, "micro_batch": 1}})
+    torch.manual_seed(cfg.seed)
+    vlm = build_vlm(cfg.model, preset_root)
+    out = tmp_path_factory.mktemp("stage")
+    save_stage(vlm, out, stage="finetune", modes={"vision": "frozen", "connector": "full", "llm": "full"},
+               init_dir=None, config_yaml=dump_resolved(cfg), summary={"steps": 0})
+    return str(out)
+
+
+def test_predictions_and_scores_are_identical_at_batch_size_1_and_16(checkpoint, preset_root, bench_dir, tmp_path):
+    model = load_checkpoint(checkpoint, preset_root)
+    runs = {bs: evaluate_model(model, list(WORLD_BENCHMARKS), bench_dir, tmp_path / f"bs{bs}", batch_size=bs,
+                               max_new_tokens=8, log=lambda *_: None) for bs in (1, 16)}
+    for bench in WORLD_BENCHMARKS:
+        one, sixteen = runs[1][bench], runs[16][bench]
+        assert [i["prediction"] for i in one["items"]] == [i["prediction"] for i in sixteen["items"]], bench
+        assert one["metrics"] == sixteen["metrics"], bench
+        assert one["counts"]["items"] > 0 and one["counts"]["unusable_image"] == 0
+        saved = json.loads((tmp_path / "bs16" / f"{bench}.json").read_text())
+        assert saved["metrics"] == sixteen["metrics"] and len(saved["items"]) == one["counts"]["items"]
+    assert "pope/f1" in flat_metrics(runs[1]) and "mme/perception" in flat_metrics(runs[1])
+
+
+def test_missing_and_unreadable_images_are_counted_not_fatal(checkpoint, preset_root, bench_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bench"
+    shutil.copytree(bench_dir / "gqa", copy / "gqa")
+    images = sorted((copy / "gqa" / "images").glob("*.png"))
+    images[0].unlink()
+    images[1].write_bytes(b"not a png")
+    model = load_checkpoint(checkpoint, preset_root)
+    result = evaluate_model(model, ["gqa"], copy, tmp_path / "out", max_new_tokens=4, log=lambda *_: None)["gqa"]
+    lost = [q for q in result["unusable"]]
+    assert result["counts"]["unusable_image"] == len(lost) > 0
+    assert result["counts"]["answered"] == result["counts"]["items"] - len(lost)
+
+
+def test_cli_eval_prints_a_table_and_score_mode_rescores_answers(checkpoint, preset_root, bench_dir, tmp_path,
+                                                                 capsys, monkeypatch):
+    monkeypatch.setenv("VLMSWEEP_WORK_DIR", str(Path(preset_root).parent))
+    monkeypatch.setattr("vlmsweep.config.workdir.WorkDir.presets", property(lambda self: Path(preset_root)))
+    out = tmp_path / "results"
+    assert main(["eval", checkpoint, "--bench", "pope,scienceqa", "--data", str(bench_dir), "--out", str(out),
+                 "--max-new-tokens", "4"]) == 0
+    table = capsys.readouterr().out
+    assert "pope" in table and "scienceqa" in table and (out / "pope.json").is_file()
+
+    # score mode: the answers a model gave, in LLaVA's answers-file format, scored without a model
+    items = json.loads((out / "scienceqa.json").read_text())["items"]
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps({"question_id": i["question_id"], "text": i["prediction"]}) + "\n"
+                               for i in items))
+    assert main(["eval", "score", "--bench", "scienceqa", "--answers", str(answers),
+                 "--annotations", str(bench_dir / "scienceqa")]) == 0
+    rescored = json.loads(capsys.readouterr().out)
+    assert rescored["metrics"] == json.loads((out / "scienceqa.json").read_text())["metrics"]
+
+
+def test_unknown_benchmark_is_a_config_error_listing_the_allowed_names():
+    from vlmsweep.config.errors import ConfigError
+    from vlmsweep.config.schema import EvalConfig
+    from vlmsweep.eval.run import check_eval
+
+    with pytest.raises(ConfigError) as err:
+        check_eval(EvalConfig(benchmarks=["vqav2", "vqa3"]))
+    assert "eval.benchmarks.1" in str(err.value) and "gqa" in str(err.value)
