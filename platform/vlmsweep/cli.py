@@ -15,6 +15,11 @@ Ray Train job whose workers run DeepSpeed, tracked in MLflow. Finished stages (s
 config, same data, same inputs) are found in the work dir and reused."""
 
 
+SWEEP_HELP = """Run an ablation grid: every variant's stages planned, shared stages run once,
+on Ray Tune (one trial per stage, each a Ray Train job), tracked in MLflow as one parent
+run with a child per variant. --resume continues after an interrupted driver."""
+
+
 def _changes(pairs: list[str]) -> dict:
     """--set a.b.c=value pairs → a nested dict (values parsed as YAML: 3, 1e-3, true, [a, b])."""
     out: dict = {}
@@ -36,17 +41,58 @@ def _load(args):
     return load_variant(args.config, _changes(args.set))
 
 
+def _grid(args):
+    from vlmsweep.config.grid import load_any, select
+
+    grid = load_any(args.config)
+    if args.set:  # --set applies to every variant of the grid
+        from vlmsweep.config.grid import Grid, Variant
+        from vlmsweep.config.load import deep_merge, resolve
+
+        changes = _changes(args.set)
+        grid = Grid(grid.name, grid.source, grid.axes, [
+            Variant(v.name, v.axes, resolve(deep_merge(_raw(v.config), changes), source=grid.source)) for v in grid.variants])
+    return select(grid, args.variant) if getattr(args, "variant", None) else grid
+
+
+def _raw(cfg) -> dict:
+    """A resolved config back to a raw mapping that resolve() accepts (recipe spelled out)."""
+    return cfg.model_dump(mode="json")
+
+
 def cmd_run(args) -> int:
     from vlmsweep.config.workdir import WorkDir
-    from vlmsweep.sweep.variant import run_variant
+    from vlmsweep.sweep.runner import run_sweep
 
-    cfg = _load(args)
     work = WorkDir.at(args.work_dir)
-    result = run_variant(cfg, work, address=args.address)
-    print(f"\nvariant {result.name} finished: {len(result.stages)} stage(s), MLflow run {result.run_id}")
-    for s in result.stages:
-        print(f"  {s.name:<16} {'reused ' if s.reused else 'trained'}  {s.out_dir}")
+    result = run_sweep(_grid(args), work, address=args.address, max_concurrent=getattr(args, "max_concurrent", None),
+                       resume=getattr(args, "resume", False), retries=getattr(args, "retries", 1))
     print(f"browse: mlflow ui --backend-store-uri {work.tracking_uri}")
+    return 0 if all(s == "FINISHED" for s in result.variants.values()) else 1
+
+
+def cmd_sweep(args) -> int:
+    from vlmsweep.config.workdir import WorkDir
+    from vlmsweep.sweep.plan import describe, make_plan
+    from vlmsweep.sweep.runner import check_grid
+
+    if args.dry_run:
+        work = WorkDir.at(args.work_dir)
+        grid = _grid(args)
+        check_grid(grid, str(work.presets))
+        print(describe(make_plan(grid, work)))
+        return 0
+    return cmd_run(args)
+
+
+def cmd_report(args) -> int:
+    from vlmsweep.config.workdir import WorkDir
+    from vlmsweep.report import build_report
+
+    work = WorkDir.at(args.work_dir)
+    out = args.out or str(work.root / "reports" / args.sweep)
+    paths = build_report(work.tracking_uri, args.sweep, out)
+    print(f"report: {paths['markdown']}\n        {paths['html']}")
     return 0
 
 
@@ -160,8 +206,25 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train one variant end to end", description=RUN_HELP)
     config_args(run)
-    run.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    run.add_argument("--variant", help="run only this variant of a grid file (by its name)")
+    run.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 or auto (default: a local one)")
     run.set_defaults(fn=cmd_run)
+
+    sweep = sub.add_parser("sweep", help="run an ablation grid", description=SWEEP_HELP)
+    config_args(sweep)
+    sweep.add_argument("--variant", help="run only this variant (by its name)")
+    sweep.add_argument("--dry-run", action="store_true", help="print the plan: stages, sharing, reuse; run nothing")
+    sweep.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 or auto (default: a local one)")
+    sweep.add_argument("--max-concurrent", type=int, help="at most this many stages at once")
+    sweep.add_argument("--resume", action="store_true", help="continue the latest sweep of this name (same MLflow runs)")
+    sweep.add_argument("--retries", type=int, default=1, help="retries of a failed stage (default 1)")
+    sweep.set_defaults(fn=cmd_sweep)
+
+    report = sub.add_parser("report", help="Markdown + HTML ablation report of a sweep, from MLflow")
+    report.add_argument("sweep", help="sweep name or run id")
+    report.add_argument("--out", help="output directory (default: WORK_DIR/reports/SWEEP)")
+    report.add_argument("--work-dir", help="work dir whose MLflow DB to read (default ./.vlmsweep)")
+    report.set_defaults(fn=cmd_report)
 
     check = sub.add_parser("check", help="validate a config without running it")
     config_args(check)

@@ -219,8 +219,16 @@ def _axis_values(axis: str, values: list, gwhere: dict, problems: list) -> list[
             continue
         seen[label] = i
         change = value
+        stage_changes = None
+        if axis == "recipe" and isinstance(value, dict) and isinstance(value.get("stages"), dict):
+            # {name: share, stages: {share_pretrain: {...}}}: the named recipe, with changes to some of
+            # its stages for this value only (a list under `stages` spells out a whole recipe instead)
+            stage_changes = value.pop("stages")
+            change = value["name"] if set(value) == {"name"} else value
         for key in reversed(path):
             change = {key: change}
+        if stage_changes is not None:
+            change["stages"] = stage_changes
         target = ".".join(path)
         where = {f"{target}.{k[len(at) + 1:]}": loc for k, loc in gwhere.items()
                  if k.startswith(at + ".") and k[len(at) + 1:].split(".")[0] != "label"}

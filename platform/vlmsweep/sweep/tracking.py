@@ -1,12 +1,16 @@
 """MLflow conventions — the only module that writes MLflow keys.
 
-    variant run   params: the resolved config flattened (model.vision.family, …), tags axis.*,
-                  artifacts: config.yaml; metrics: final losses, tokens/s, wall time
-      stage runs  nested (mlflow.parentRunId), params: the stage config; metrics per step:
-                  loss, lr, tokens_per_s (real, non-pad), real_token_fraction; summary
-                  metrics: final_loss, wall_s, data/skipped/<reason>; artifacts: manifest,
-                  skipped samples, resolved config
-Runs end FINISHED or FAILED (KILLED on Ctrl-C), never RUNNING: every run is a context manager.
+    sweep run     tags vlmsweep.kind=sweep, vlmsweep.sweep_name, vlmsweep.sweep_id; artifacts: the
+                  grid YAML, plan.txt, the report; metrics sweep/wall_s, stages_run, stages_reused
+      variant     one child per variant (found again on --resume): tags axis.<axis>, vlmsweep.stage.<name>
+                  = the stage run it used; params: the resolved config flattened with stable names;
+                  metrics: <stage>/final_loss …, eval/<bench>/<metric>, cost/cpu_hours
+        stage     nested under the first variant that needed it (shared stages: one run, linked
+                  from every user); params: the stage config; per step: train/loss, train/lr,
+                  train/tokens_per_s (real, non-pad), train/real_token_fraction; summary: stage/*,
+                  data/skipped/<reason>, params/<component>/trainable; artifacts: manifest, skips
+Runs end FINISHED, FAILED (with vlmsweep.error) or KILLED — never left RUNNING: a resume
+closes what a killed driver left open.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import re
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -91,57 +94,15 @@ class Tracker:
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
 
-    @contextmanager
-    def run(self, name: str, parent: str | None = None, tags: dict | None = None):
-        tags = {**(tags or {}), "mlflow.runName": name, "vlmsweep.git_sha": _git_sha(), **_versions()}
-        if parent:
-            tags["mlflow.parentRunId"] = parent
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
-        run_id = run.info.run_id
-        try:
-            yield run_id
-        except KeyboardInterrupt:
-            self.client.set_terminated(run_id, "KILLED")
-            raise
-        except BaseException as err:
-            self.client.set_tag(run_id, "vlmsweep.error", f"{type(err).__name__}: {err}"[:5000])
-            self.client.set_terminated(run_id, "FAILED")
-            raise
-        self.client.set_terminated(run_id, "FINISHED")
-
-    def variant_run(self, cfg, axes: dict | None = None):
-        return self.run(cfg.name, tags={"vlmsweep.kind": "variant", **{f"axis.{k}": str(v) for k, v in (axes or {}).items()}})
-
     def log_variant_config(self, run_id: str, cfg, resolved_yaml: str) -> None:
         self._log_params(run_id, flatten(cfg.model_dump(mode="json")))
         self._log_text(run_id, resolved_yaml, "config.yaml")
-
-    def stage_run(self, parent: str, stage_name: str, stage_id: str):
-        return self.run(f"{stage_name}", parent=parent, tags={"vlmsweep.kind": "stage", "vlmsweep.stage_id": stage_id})
 
     def log_stage_config(self, run_id: str, stage_cfg) -> None:
         self._log_params(run_id, flatten(stage_cfg.model_dump(mode="json")))
 
     def sink(self, run_id: str) -> MetricsSink:
         return MetricsSink(self.uri, run_id)
-
-    def log_stage_result(self, run_id: str, variant_run: str, stage_name: str, result, out_dir: str) -> None:
-        s = result.summary
-        metrics = {k: s[k] for k in ("final_loss", "first_loss", "wall_s", "tokens_per_s", "steps", "truncated")
-                   if isinstance(s.get(k), (int, float))}
-        metrics.update({f"data/skipped/{reason}": n for reason, n in (s.get("skipped") or {}).items()})
-        for row in s.get("tuning") or []:  # exactly what trained, per component
-            metrics[f"params/{row['component']}/trainable"] = row["trainable"]
-            metrics[f"params/{row['component']}/total"] = row["total"]
-            self.client.set_tag(run_id, f"tune.{row['component']}", row["mode"])
-        for k, v in metrics.items():
-            self.client.log_metric(run_id, f"stage/{k}", float(v))
-            self.client.log_metric(variant_run, f"{stage_name}/{k}", float(v))
-        self.client.set_tag(run_id, "vlmsweep.reused", str(result.reused))
-        self.client.set_tag(run_id, "vlmsweep.output", out_dir)
-        for name in ("manifest.json", "skipped.json", "config.yaml"):
-            if (Path(out_dir) / name).is_file():
-                self.client.log_artifact(run_id, str(Path(out_dir) / name))
 
     def log_eval(self, run_id: str, variant_run: str, metrics: dict[str, float], out_dir: str, reused: bool) -> None:
         """Benchmark scores as eval/<bench>/<metric>, on the eval run and on the variant run."""
@@ -155,6 +116,104 @@ class Tracker:
         self.client.set_tag(run_id, "vlmsweep.reused", str(reused))
         for path in sorted(Path(out_dir).glob("*.json")):
             self.client.log_artifact(run_id, str(path), artifact_path="eval")
+
+    # --- sweeps: one parent, one child per variant (found again on resume), stages nested ---
+
+    def find_sweep(self, name: str):
+        runs = self.client.search_runs([self.experiment_id], f"tags.`vlmsweep.kind` = 'sweep' and "
+                                       f"tags.`vlmsweep.sweep_name` = '{name}'", order_by=["attributes.start_time DESC"],
+                                       max_results=1)
+        return runs[0] if runs else None
+
+    def start_sweep(self, name: str, sweep_id: str, resume_run=None) -> str:
+        if resume_run is not None:
+            self.client.update_run(resume_run.info.run_id, status="RUNNING")
+            return resume_run.info.run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={
+            "mlflow.runName": name, "vlmsweep.kind": "sweep", "vlmsweep.sweep_name": name, "vlmsweep.sweep_id": sweep_id,
+            "vlmsweep.git_sha": _git_sha(), **_versions()})
+        return run.info.run_id
+
+    def variant_run_for(self, sweep_run: str, sweep_id: str, variant) -> str:
+        """The variant's child run: the existing one on resume (so there is exactly one), else a new one."""
+        found = self.client.search_runs([self.experiment_id], f"tags.`vlmsweep.sweep_id` = '{sweep_id}' and "
+                                        f"tags.`vlmsweep.kind` = 'variant' and tags.`mlflow.runName` = '{variant.name}'")
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        tags = {"mlflow.runName": variant.name, "mlflow.parentRunId": sweep_run, "vlmsweep.kind": "variant",
+                "vlmsweep.sweep_id": sweep_id, "vlmsweep.git_sha": _git_sha(), **_versions(),
+                **{f"axis.{k}": v for k, v in variant.axes.items()}}
+        run_id = self.client.create_run(self.experiment_id, run_name=variant.name, tags=tags).info.run_id
+        from vlmsweep.config.load import dump_resolved
+
+        self.log_variant_config(run_id, variant.config, dump_resolved(variant.config))
+        return run_id
+
+    def close_stale_stage_runs(self, sweep_id: str) -> int:
+        """Stage runs a killed driver left RUNNING: marked KILLED (never left RUNNING)."""
+        stale = self.client.search_runs([self.experiment_id], f"tags.`vlmsweep.sweep_id` = '{sweep_id}' and "
+                                        f"tags.`vlmsweep.kind` = 'stage' and attributes.status = 'RUNNING'")
+        for run in stale:
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return len(stale)
+
+    def finished_stage_run(self, sweep_id: str, stage_id: str) -> str | None:
+        found = self.client.search_runs([self.experiment_id], f"tags.`vlmsweep.sweep_id` = '{sweep_id}' and "
+                                        f"tags.`vlmsweep.stage_id` = '{stage_id}' and attributes.status = 'FINISHED'")
+        return found[0].info.run_id if found else None
+
+    def start_stage(self, sweep_id: str, owner_variant_run: str, node, reused: bool) -> str:
+        tags = {"mlflow.runName": node.name, "mlflow.parentRunId": owner_variant_run, "vlmsweep.kind": "stage",
+                "vlmsweep.sweep_id": sweep_id, "vlmsweep.stage_id": node.id, "vlmsweep.reused": str(reused),
+                "vlmsweep.output": node.out_dir, "vlmsweep.used_by": ",".join(node.variants)[:5000]}
+        run_id = self.client.create_run(self.experiment_id, run_name=node.name, tags=tags).info.run_id
+        if node.kind == "train":
+            self.log_stage_config(run_id, node.cfg.recipe.stages[node.index])
+        return run_id
+
+    def link_stage(self, variant_run: str, node, stage_run: str) -> None:
+        self.client.set_tag(variant_run, f"vlmsweep.stage.{node.name}", stage_run)
+
+    def log_stage_summary(self, stage_run: str, variant_runs: list[str], node, summary: dict) -> None:
+        """A finished stage's numbers on its own run and on every variant that used it."""
+        if node.kind == "eval":
+            self.log_eval(stage_run, variant_runs[0], summary.get("eval", {}), node.out_dir, reused=False)
+            for run in variant_runs[1:]:
+                self._log_metrics(run, {metric_key(f"eval/{k}"): v for k, v in summary.get("eval", {}).items()})
+            return
+        metrics = {k: summary[k] for k in ("final_loss", "first_loss", "wall_s", "tokens_per_s", "steps", "truncated")
+                   if isinstance(summary.get(k), (int, float))}
+        metrics.update({f"data/skipped/{r}": n for r, n in (summary.get("skipped") or {}).items()})
+        for row in summary.get("tuning") or []:  # exactly what trained, per component
+            metrics[f"params/{row['component']}/trainable"] = row["trainable"]
+            metrics[f"params/{row['component']}/total"] = row["total"]
+            self.client.set_tag(stage_run, f"tune.{row['component']}", row["mode"])
+        self._log_metrics(stage_run, {f"stage/{k}": v for k, v in metrics.items()})
+        for run in variant_runs:
+            self._log_metrics(run, {f"{node.name}/{k}": v for k, v in metrics.items()})
+        for name in ("manifest.json", "skipped.json", "config.yaml"):
+            if (Path(node.out_dir) / name).is_file():
+                self.client.log_artifact(stage_run, str(Path(node.out_dir) / name))
+
+    def end(self, run_id: str, status: str, error: str | None = None, metrics: dict | None = None) -> None:
+        if metrics:
+            self._log_metrics(run_id, metrics)
+        if error:
+            self.client.set_tag(run_id, "vlmsweep.error", error[:5000])
+        self.client.set_terminated(run_id, status)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self._log_text(run_id, text, name)
+
+    def _log_metrics(self, run_id: str, metrics: dict) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(metric_key(k), float(v), now, 0) for k, v in sorted(metrics.items())]
+        for i in range(0, len(batch), 500):
+            self.client.log_batch(run_id, metrics=batch[i:i + 500])
 
     def _log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param

@@ -53,7 +53,7 @@ class StageResult:
 
 
 def run_stage(cfg: VariantConfig, index: int, *, shard_dir: str, out_dir: str, init_dir: str | None,
-              preset_root: str, storage_path: str, sink=None) -> StageResult:
+              preset_root: str, storage_path: str, sink=None, callbacks: list | None = None) -> StageResult:
     """Train stage `index` of the variant from `init_dir` (the previous stage's output) into `out_dir`."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -82,7 +82,7 @@ def run_stage(cfg: VariantConfig, index: int, *, shard_dir: str, out_dir: str, i
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(name=f"{Path(out_dir).name}", storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=t.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or []),
     )
     result = trainer.fit()
     if result.error:

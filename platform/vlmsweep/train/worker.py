@@ -123,7 +123,7 @@ def train_stage(job: dict) -> dict:
         passed_global = passed
         loss = loss_sum / (t.grad_accum * world)
         if not torch.isfinite(torch.tensor(loss)):
-            raise FloatingPointError(f"stage {stage.name}: loss is {loss} at step {step}")
+            raise FloatingPointError(f"stage {stage.name}: loss is not finite ({loss}) at step {step}")
         seconds = time.perf_counter() - step_start
         tokens_done += real
         metrics = {"step": step, "loss": loss, "lr": t.lr * lr_factor(progress, t),

@@ -1,0 +1,66 @@
+"""POPE: yes/no object existence in three splits (random, popular, adversarial)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+from ..language import a_or_an
+from ..scenes import Scene
+from .common import (ALL_PAIRS, POPE_PER_IMAGE, POPE_SPLITS, TINY_IMAGES, _Bench, _dump_jsonl,
+                     _pairs, _rng, _start)
+
+
+def pope_question(colour: str, kind: str) -> str:
+    return f"Is there {a_or_an(colour)} {colour} {kind} in the image?"
+
+
+def _pope_negatives(split: str, scene: Scene, rng: random.Random, freq: Counter,
+                    cooc: Counter) -> list[tuple[str, str]]:
+    present = _pairs(scene)
+    absent = [p for p in ALL_PAIRS if p not in present]
+    if split == "random":
+        return rng.sample(absent, POPE_PER_IMAGE)
+    tie = {p: rng.random() for p in absent}
+    if split == "popular":  # the most frequent objects over the whole set
+        key = lambda p: (-freq[p], tie[p])
+    else:  # adversarial: share a colour or shape with what's there, then co-occur most
+        def key(p):
+            shared = sum((p[0] == c) + (p[1] == k) for c, k in present)
+            return (-shared, -sum(cooc[(p, q)] for q in present), tie[p])
+    return sorted(absent, key=key)[:POPE_PER_IMAGE]
+
+
+def _build_pope(root: Path, seed: int, scale: int, image_size: int) -> dict:
+    b = _Bench(root, "pope")
+    n = TINY_IMAGES["pope"] * scale
+    starts = [_start(seed, "pope", i, image_size) for i in range(n)]
+    freq, cooc = Counter(), Counter()
+    for _, scene in starts:
+        ps = _pairs(scene)
+        freq.update(ps)
+        cooc.update((p, q) for p in ps for q in ps if p != q)
+    images, positives = [], []
+    for i, (rng, scene) in enumerate(starts):
+        images.append(b.image(f"{i:05d}.png", scene))
+        positives.append(rng.sample(_pairs(scene), POPE_PER_IMAGE))
+    labels, qid = {}, 0
+    (b.dir / "annotations").mkdir()
+    for split in POPE_SPLITS:
+        rows = []
+        for i, (_, scene) in enumerate(starts):
+            rng = _rng(seed, f"pope/{split}", i)
+            items = [(p, "yes") for p in positives[i]] + \
+                [(p, "no") for p in _pope_negatives(split, scene, rng, freq, cooc)]
+            rng.shuffle(items)
+            for (colour, kind), label in items:
+                qid += 1
+                text = pope_question(colour, kind)
+                b.rows.append({"question_id": qid, "image": images[i], "text": text,
+                               "category": split})
+                rows.append({"question_id": qid, "image": images[i], "text": text, "label": label})
+        _dump_jsonl(b.dir / "annotations" / f"{split}.json", rows)
+        labels[split] = len(rows)
+    summary = b.finish(annotations={s: f"annotations/{s}.json" for s in POPE_SPLITS})
+    return {**summary, "splits": labels}

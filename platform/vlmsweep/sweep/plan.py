@@ -1,0 +1,111 @@
+"""A grid → a plan of unique stages: data → train stages → eval, shared wherever equal.
+
+Every variant is a chain of stages. A training stage's identity is the hash of the model,
+the data content, the seed and its recipe up to and including itself (train/stage.py:
+stage_id); an evaluation stage's is the hash of the checkpoint it scores and its eval
+config. Equal identities are one stage: computed once, used by every variant that needs
+it, and found again in the work dir by a later sweep or a resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlmsweep.config.grid import Grid
+from vlmsweep.config.schema import VariantConfig
+from vlmsweep.config.workdir import WorkDir
+from vlmsweep.data.prepare import data_identity, ensure_splits, world_dir
+from vlmsweep.train.stage import stage_id
+from vlmsweep.train.stage_output import is_complete
+
+
+@dataclass
+class StageNode:
+    id: str
+    kind: str                   # "train" | "eval"
+    name: str                   # the recipe's stage name, or "eval"
+    cfg: VariantConfig          # the first variant that needs it (every user agrees up to this stage)
+    index: int                  # recipe index of a train stage; -1 for eval
+    out_dir: str
+    inputs: list[str] = field(default_factory=list)   # stage ids this one starts from
+    split_dir: str = ""         # train: the shard dir it reads; eval: the benchmark root
+    variants: list[str] = field(default_factory=list)
+
+    def done(self) -> bool:
+        return is_complete(self.out_dir) if self.kind == "train" else (Path(self.out_dir) / "results.json").is_file()
+
+
+@dataclass
+class Plan:
+    grid: Grid
+    stages: dict[str, StageNode]            # in dependency order
+    chains: dict[str, list[str]]            # variant name -> its stage ids, in order
+    data: dict[str, dict[str, str]]         # data identity -> split dirs (prepared before training)
+
+    def ready(self, finished: set[str], failed: set[str]) -> list[StageNode]:
+        """Stages not yet done whose inputs all finished."""
+        return [s for s in self.stages.values() if s.id not in finished and s.id not in failed
+                and all(i in finished for i in s.inputs)]
+
+    def blocked_by(self, failed: set[str]) -> set[str]:
+        """Variants that need a failed stage."""
+        return {v for v, chain in self.chains.items() if failed & set(chain)}
+
+
+def eval_id(checkpoint_id: str, cfg: VariantConfig, bench_root: str) -> str:
+    payload = [checkpoint_id, cfg.eval.model_dump(mode="json", exclude={"judge"}), bench_root]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_plan(grid: Grid, work: WorkDir) -> Plan:
+    stages: dict[str, StageNode] = {}
+    chains: dict[str, list[str]] = {}
+    data: dict[str, dict[str, str]] = {}
+    for variant in grid.variants:
+        cfg = variant.config
+        splits = ensure_splits(cfg.data, work.data)  # cheap once generated; the plan needs content hashes
+        identity = data_identity(splits)
+        data[identity] = splits
+        chain, previous = [], None
+        for index, stage in enumerate(cfg.recipe.stages):
+            sid = f"{stage.name}-{stage_id(cfg, index, identity)}"
+            node = stages.setdefault(sid, StageNode(sid, "train", stage.name, cfg, index, str(work.stages / sid),
+                                                    [previous] if previous else [], splits[stage.split]))
+            node.variants.append(variant.name)
+            chain.append(sid)
+            previous = sid
+        if cfg.eval.benchmarks:
+            bench_root = cfg.eval.data or str(world_dir(cfg.data, work.data) / "bench")
+            eid = f"eval-{eval_id(previous, cfg, bench_root)}"
+            node = stages.setdefault(eid, StageNode(eid, "eval", "eval", cfg, -1, str(work.stages / eid),
+                                                    [previous], bench_root))
+            node.variants.append(variant.name)
+            chain.append(eid)
+        chains[variant.name] = chain
+    return Plan(grid, stages, chains, data)
+
+
+def describe(plan: Plan) -> str:
+    """The --dry-run text: variants, unique stages per kind, reuse, and what dedup saves."""
+    alone = sum(len(c) for c in plan.chains.values()) + len(plan.chains)  # + one data prep per variant
+    unique = len(plan.stages) + len(plan.data)
+    done = [s for s in plan.stages.values() if s.done()]
+    lines = [f"sweep {plan.grid.name}: {len(plan.chains)} variant(s) from {plan.grid.source}"]
+    for name, chain in plan.chains.items():
+        lines.append(f"  {name}: " + " → ".join(chain))
+    kinds = {"data": len(plan.data)}
+    for s in plan.stages.values():
+        key = "eval" if s.kind == "eval" else s.name
+        kinds[key] = kinds.get(key, 0) + 1
+    lines.append("unique stages: " + ", ".join(f"{k} {n}" for k, n in kinds.items()) + f" (total {unique})")
+    shared = [s for s in plan.stages.values() if len(s.variants) > 1]
+    for s in shared:
+        lines.append(f"  shared: {s.id} used by {len(s.variants)} variants")
+    lines.append(f"already done in the work dir (reused): {len(done)}" +
+                 "".join(f"\n  {s.id}" for s in done))
+    lines.append(f"stage runs: {unique} planned vs {alone} running each variant alone "
+                 f"({alone - unique} saved); {unique - len(plan.data) - len(done)} left to run")
+    return "\n".join(lines)

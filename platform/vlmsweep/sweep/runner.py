@@ -1,0 +1,175 @@
+"""Run a grid: check every variant, plan, run the stages on Tune, track it all in MLflow.
+
+`vlmsweep run` (one variant: a grid of one) and `vlmsweep sweep` both come here. A resumed
+sweep reuses its MLflow parent and variant runs, and every stage whose output is already
+in the work dir; only what is missing runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlmsweep.config.errors import ConfigError
+from vlmsweep.config.grid import Grid
+from vlmsweep.config.workdir import WorkDir
+from vlmsweep.eval.run import check_eval, flat_metrics
+from vlmsweep.models.check import check_variant
+from vlmsweep.train.stage_output import read_manifest
+
+from .plan import Plan, StageNode, describe, make_plan
+from .ray_cluster import ensure_ray
+from .tracking import Tracker
+from .tune import run_wave
+
+
+@dataclass
+class SweepResult:
+    name: str
+    run_id: str
+    plan: Plan
+    ran: list[str] = field(default_factory=list)          # stage ids trained/evaluated by this call
+    reused: list[str] = field(default_factory=list)       # stage ids found done in the work dir
+    failed: dict = field(default_factory=dict)            # stage id -> reason
+    variants: dict = field(default_factory=dict)          # variant -> FINISHED | FAILED (+ reason)
+    variant_runs: dict = field(default_factory=dict)      # variant -> its MLflow run id
+    wall_s: float = 0.0
+
+
+def check_grid(grid: Grid, preset_root: str) -> None:
+    """Every variant's errors at once, before anything starts."""
+    problems = []
+    for variant in grid.variants:
+        for check in (lambda: check_variant(variant.config, preset_root), lambda: check_eval(variant.config.eval)):
+            try:
+                check()
+            except ConfigError as err:
+                problems += [(f"[{variant.name}] {f}", m) for f, m in err.problems]
+    if problems:
+        raise ConfigError(problems, source=grid.source)
+
+
+def sweep_id(grid: Grid) -> str:
+    return hashlib.sha256(f"{grid.name}:{time.time_ns()}".encode()).hexdigest()[:12]
+
+
+def _summary(node: StageNode) -> dict:
+    if node.kind == "train":
+        return read_manifest(node.out_dir)
+    return {"eval": flat_metrics(json.loads((Path(node.out_dir) / "results.json").read_text()))}
+
+
+def run_sweep(grid: Grid, work: WorkDir, *, address: str | None = None, max_concurrent: int | None = None,
+              resume: bool = False, retries: int = 1, log=print) -> SweepResult:
+    started = time.perf_counter()
+    check_grid(grid, str(work.presets))
+    plan = make_plan(grid, work)
+    log(describe(plan))
+    ensure_ray(address)
+    tracker = Tracker(work.tracking_uri)
+    previous = tracker.find_sweep(grid.name) if resume else None
+    if resume and previous is None:
+        log(f"no earlier sweep named {grid.name!r} to resume: starting a new one")
+    sid = previous.data.tags["vlmsweep.sweep_id"] if previous else sweep_id(grid)
+    sweep_run = tracker.start_sweep(grid.name, sid, previous)
+    if previous:
+        log(f"resuming sweep {grid.name} ({sid}): {tracker.close_stale_stage_runs(sid)} interrupted stage run(s) closed")
+    result = SweepResult(grid.name, sweep_run, plan)
+    try:
+        tracker.log_text(sweep_run, describe(plan), "plan.txt")
+        if grid.source and grid.source.endswith((".yaml", ".yml")):
+            tracker.client.log_artifact(sweep_run, grid.source)
+        variant_runs = {v.name: tracker.variant_run_for(sweep_run, sid, v) for v in grid.variants}
+        result.variant_runs = variant_runs
+        _run_stages(plan, work, tracker, sid, variant_runs, result, max_concurrent, retries, log)
+        _close_variants(plan, tracker, variant_runs, result)
+    except BaseException as err:
+        tracker.end(sweep_run, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", f"{type(err).__name__}: {err}")
+        raise
+    result.wall_s = time.perf_counter() - started
+    failed = [v for v, s in result.variants.items() if s != "FINISHED"]
+    tracker.end(sweep_run, "FINISHED", metrics={"sweep/wall_s": result.wall_s, "sweep/stages_run": len(result.ran),
+                                                 "sweep/stages_reused": len(result.reused),
+                                                 "sweep/variants_failed": len(failed)})
+    log(summary_text(result))
+    return result
+
+
+def _run_stages(plan, work, tracker, sid, variant_runs, result, max_concurrent, retries, log) -> None:
+    finished = set()
+    stage_runs = {}
+    for node in plan.stages.values():            # reused stages: linked to their variants, numbers copied
+        if node.done():
+            finished.add(node.id)
+            result.reused.append(node.id)
+            run = tracker.finished_stage_run(sid, node.id) or _record(tracker, sid, node, variant_runs, True)
+            stage_runs[node.id] = run
+            for v in node.variants:
+                tracker.link_stage(variant_runs[v], node, run)
+    failed: dict[str, str] = {}
+    wave = 0
+    while ready := plan.ready(finished, set(failed)):
+        wave += 1
+        log(f"wave {wave}: " + ", ".join(s.id for s in ready))
+        runs = {s.id: tracker.start_stage(sid, variant_runs[s.variants[0]], s, reused=False) for s in ready}
+        for s in ready:
+            for v in s.variants:
+                tracker.link_stage(variant_runs[v], s, runs[s.id])
+        sinks = {s.id: tracker.sink(runs[s.id]) for s in ready if s.kind == "train"}
+        try:
+            outcome = run_wave(plan, ready, work, wave, sinks, max_concurrent, retries)
+        except BaseException as err:
+            for run in runs.values():
+                tracker.end(run, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", f"{type(err).__name__}: {err}")
+            raise
+        for s in ready:
+            if s.id in outcome.finished:
+                tracker.log_stage_summary(runs[s.id], [variant_runs[v] for v in s.variants], s, outcome.finished[s.id])
+                tracker.end(runs[s.id], "FINISHED")
+                finished.add(s.id)
+                result.ran.append(s.id)
+            else:
+                reason = outcome.failed.get(s.id, "not run")
+                failed[s.id] = reason
+                tracker.end(runs[s.id], "FAILED", reason)
+                log(f"stage {s.id} FAILED: {reason}")
+    result.failed = failed
+
+
+def _record(tracker, sid, node, variant_runs, reused) -> str:
+    run = tracker.start_stage(sid, variant_runs[node.variants[0]], node, reused=reused)
+    tracker.log_stage_summary(run, [variant_runs[v] for v in node.variants], node, _summary(node))
+    tracker.end(run, "FINISHED")
+    return run
+
+
+def _close_variants(plan: Plan, tracker: Tracker, variant_runs: dict, result: SweepResult) -> None:
+    for name, chain in plan.chains.items():
+        bad = [s for s in chain if s in result.failed]
+        if bad or not all(plan.stages[s].done() for s in chain):
+            reason = "; ".join(f"{s}: {result.failed.get(s, 'not run')}" for s in (bad or chain))
+            result.variants[name] = f"FAILED ({reason})"
+            tracker.end(variant_runs[name], "FAILED", reason)
+            continue
+        cost = {"wall_s": 0.0, "cpu_hours": 0.0, "gpu_hours": 0.0}
+        for sid in chain:
+            node = plan.stages[sid]
+            if node.kind == "train":
+                t = node.cfg.recipe.stages[node.index].training
+                wall = float(read_manifest(node.out_dir).get("wall_s") or 0)
+                cost["wall_s"] += wall
+                cost["cpu_hours"] += wall * t.workers * t.cpus_per_worker / 3600
+                cost["gpu_hours"] += wall * t.workers * t.gpus_per_worker / 3600
+        result.variants[name] = "FINISHED"
+        tracker.end(variant_runs[name], "FINISHED", metrics={f"cost/{k}": v for k, v in cost.items()})
+
+
+def summary_text(result: SweepResult) -> str:
+    lines = [f"sweep {result.name}: {len(result.ran)} stage(s) run, {len(result.reused)} reused, "
+             f"{len(result.failed)} failed, {result.wall_s:.0f} s (MLflow run {result.run_id})"]
+    for name, status in result.variants.items():
+        lines.append(f"  {name}: {status}")
+    return "\n".join(lines)
