@@ -71,7 +71,24 @@ def cmd_run(args) -> int:
     return 0 if all(s == "FINISHED" for s in result.variants.values()) else 1
 
 
+def _offline_if_no_hub() -> None:
+    """No route to the Hugging Face Hub: switch transformers to its offline mode before it is
+    imported, so config lookups fail at once instead of retrying with back-off per model."""
+    import os
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE"):
+        return
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        print("note: the Hugging Face Hub is unreachable; checking models from local files only")
+
+
 def cmd_sweep(args) -> int:
+    if args.dry_run:
+        _offline_if_no_hub()
     from vlmsweep.config.workdir import WorkDir
     from vlmsweep.sweep.plan import describe, make_plan
     from vlmsweep.sweep.runner import check_grid
@@ -79,8 +96,10 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         work = WorkDir.at(args.work_dir)
         grid = _grid(args)
-        check_grid(grid, str(work.presets))
-        print(describe(make_plan(grid, work)))
+        notes = check_grid(grid, str(work.presets), offline_ok=True)
+        print(describe(make_plan(grid, work, dry_run=True)))
+        for note in notes:
+            print(f"note: {note}")
         return 0
     return cmd_run(args)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from vlmsweep.config.errors import ConfigError
@@ -30,7 +31,8 @@ def ensure_splits(data: DataConfig, data_root: str | Path) -> dict[str, str]:
             build_world(root, seed=data.synthetic.seed, size=data.synthetic.size, image_size=data.synthetic.image_size)
         dirs = {split: str(root / sub) for split, sub in data.splits.items()}
     else:
-        dirs = {split: str(Path(path).expanduser().resolve()) for split, path in data.splits.items()}
+        # ${VLMSWEEP_DATA}-style variables let one grid file serve every machine
+        dirs = {split: str(Path(os.path.expandvars(path)).expanduser().resolve()) for split, path in data.splits.items()}
     problems = []
     for split, path in dirs.items():
         try:

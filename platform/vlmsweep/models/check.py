@@ -22,22 +22,33 @@ def chat_template(cfg: VariantConfig) -> str:
     return cfg.model.llm.template or get_llm_family(cfg.model.llm.family).template
 
 
-def check_variant(cfg: VariantConfig, preset_root: str | Path) -> None:
-    problems: list[tuple[str, str]] = []
+def check_variant(cfg: VariantConfig, preset_root: str | Path, offline_ok: bool = False) -> list[str]:
+    """Raise ConfigError with every problem; returns notes on what could not be checked.
 
-    def collect(fn):
+    offline_ok (for --dry-run): a model that can't be read here (a Hub name on a machine with
+    no network or cache) becomes a note instead of an error, and the checks that need its
+    shapes (depths, connector dimensions) are skipped for it.
+    """
+    problems: list[tuple[str, str]] = []
+    notes: list[str] = []
+
+    def collect(fn, checkpoint: str = ""):
         try:
             return fn()
         except ConfigError as err:
             problems.extend(err.problems)
-            return None
+        except OSError as err:  # transformers' "can't find / can't reach" for configs
+            if not offline_ok:
+                raise
+            notes.append(f"{checkpoint}: not available on this machine, its shapes are unverified")
+        return None
 
     vfam = collect(lambda: get_vision_family(cfg.model.vision.family))
     lfam = collect(lambda: get_llm_family(cfg.model.llm.family))
     if cfg.model.llm.template:
         collect(lambda: get_template(cfg.model.llm.template))
-    geometry = collect(lambda: vision_geometry(cfg.model.vision, preset_root)) if vfam else None
-    lconf = collect(lambda: llm_config(cfg.model.llm, preset_root)) if lfam else None
+    geometry = collect(lambda: vision_geometry(cfg.model.vision, preset_root), cfg.model.vision.checkpoint) if vfam else None
+    lconf = collect(lambda: llm_config(cfg.model.llm, preset_root), cfg.model.llm.checkpoint) if lfam else None
     if vfam and vfam.prefix_tokens == 0 and cfg.model.vision.feature_select == "cls_patch":
         problems.append(("model.vision.feature_select",
                          f"family {cfg.model.vision.family!r} has no CLS token; allowed: patch"))
@@ -73,3 +84,4 @@ def check_variant(cfg: VariantConfig, preset_root: str | Path) -> None:
             problems.append((f"stages.{stage.name}", "nothing trains: every component is frozen"))
     if problems:
         raise ConfigError(problems)
+    return notes

@@ -18,7 +18,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, Gemma
 from vlmsweep.config.errors import ConfigError, lookup
 from vlmsweep.config.schema import LLMConfig
 
-from .presets import materialize, preset_dir
+from .presets import materialize, preset_dir, zoo_checkpoint
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def _save_preset(family_name: str, out: Path) -> None:
 def resolve_checkpoint(cfg: LLMConfig, preset_root: str | Path) -> str:
     if cfg.checkpoint == "tiny":
         return str(materialize(preset_dir(preset_root, "llm", cfg.family), lambda d: _save_preset(cfg.family, d)))
-    return cfg.checkpoint
+    return zoo_checkpoint(cfg.checkpoint, preset_root, "model.llm.checkpoint") or cfg.checkpoint
 
 
 def llm_config(cfg: LLMConfig, preset_root: str | Path):

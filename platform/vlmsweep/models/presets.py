@@ -34,3 +34,23 @@ def materialize(target: Path, write: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def zoo_checkpoint(checkpoint: str, preset_root: str | Path, field: str) -> str | None:
+    """"zoo:<name>" → <work>/zoo/<name> (the sibling of the presets dir); None for other names.
+
+    Raises ConfigError (on `field`) naming the built artifacts when <name> isn't built.
+    """
+    if not checkpoint.startswith("zoo:"):
+        return None
+    from vlmsweep.config.errors import ConfigError
+
+    name = checkpoint[4:]
+    zoo = Path(preset_root).resolve().parent / "zoo"
+    built = lambda d: (d / ".complete").exists() or (d / "config.json").exists()  # noqa: E731
+    if name and "/" not in name and not name.startswith(".") and built(zoo / name):
+        return str(zoo / name)
+    names = sorted(d.name for d in zoo.iterdir() if d.is_dir() and not d.name.startswith(".") and built(d)) \
+        if zoo.is_dir() else []
+    raise ConfigError([(field, f"{checkpoint} is not built in {zoo}: run `vlmsweep zoo build`; "
+                               f"built: {', '.join(names) or 'none'}")])

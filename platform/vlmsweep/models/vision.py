@@ -26,7 +26,7 @@ from transformers.models.siglip import SiglipImageProcessorPil
 from vlmsweep.config.errors import ConfigError, lookup
 from vlmsweep.config.schema import VisionConfig
 
-from .presets import materialize, preset_dir
+from .presets import materialize, preset_dir, zoo_checkpoint
 from .stack import block_stack
 
 
@@ -79,10 +79,11 @@ def _save_preset(family_name: str, out: Path) -> None:
 
 
 def resolve_checkpoint(cfg: VisionConfig, preset_root: str | Path) -> str:
-    """The directory or Hub name to load: "tiny" names the family's preset directory."""
+    """The directory or Hub name to load: "tiny" names the family's preset directory,
+    "zoo:<name>" a pretrained part built by `vlmsweep zoo build`."""
     if cfg.checkpoint == "tiny":
         return str(materialize(preset_dir(preset_root, "vision", cfg.family), lambda d: _save_preset(cfg.family, d)))
-    return cfg.checkpoint
+    return zoo_checkpoint(cfg.checkpoint, preset_root, "model.vision.checkpoint") or cfg.checkpoint
 
 
 def feature_depth(num_layers: int, feature_layer: int) -> int:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlmsweep.config.errors import ConfigError
 from vlmsweep.config.grid import Grid
 from vlmsweep.config.schema import VariantConfig
 from vlmsweep.config.workdir import WorkDir
@@ -44,6 +46,7 @@ class Plan:
     stages: dict[str, StageNode]            # in dependency order
     chains: dict[str, list[str]]            # variant name -> its stage ids, in order
     data: dict[str, dict[str, str]]         # data identity -> split dirs (prepared before training)
+    notes: list[str] = field(default_factory=list)
 
     def ready(self, finished: set[str], failed: set[str]) -> list[StageNode]:
         """Stages not yet done whose inputs all finished."""
@@ -60,14 +63,25 @@ def eval_id(checkpoint_id: str, cfg: VariantConfig, bench_root: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_plan(grid: Grid, work: WorkDir) -> Plan:
+def make_plan(grid: Grid, work: WorkDir, dry_run: bool = False) -> Plan:
+    """The plan; with dry_run, data that isn't prepared yet is a note and its stage ids are
+    provisional (named by path, not content: they change once the shards exist)."""
     stages: dict[str, StageNode] = {}
     chains: dict[str, list[str]] = {}
     data: dict[str, dict[str, str]] = {}
+    notes: list[str] = []
     for variant in grid.variants:
         cfg = variant.config
-        splits = ensure_splits(cfg.data, work.data)  # cheap once generated; the plan needs content hashes
-        identity = data_identity(splits)
+        try:
+            splits = ensure_splits(cfg.data, work.data)  # cheap once generated; the plan needs content hashes
+            identity = data_identity(splits)
+        except ConfigError as err:
+            if not dry_run:
+                raise
+            splits = {split: str(path) for split, path in cfg.data.splits.items()}
+            identity = json.dumps({"unprepared": splits}, sort_keys=True)
+            notes += [f"data not prepared here, stage ids provisional: {f}: {m.splitlines()[0][:160]}"
+                      for f, m in err.problems]
         data[identity] = splits
         chain, previous = [], None
         for index, stage in enumerate(cfg.recipe.stages):
@@ -78,14 +92,14 @@ def make_plan(grid: Grid, work: WorkDir) -> Plan:
             chain.append(sid)
             previous = sid
         if cfg.eval.benchmarks:
-            bench_root = cfg.eval.data or str(world_dir(cfg.data, work.data) / "bench")
+            bench_root = os.path.expandvars(cfg.eval.data) if cfg.eval.data else str(world_dir(cfg.data, work.data) / "bench")
             eid = f"eval-{eval_id(previous, cfg, bench_root)}"
             node = stages.setdefault(eid, StageNode(eid, "eval", "eval", cfg, -1, str(work.stages / eid),
                                                     [previous], bench_root))
             node.variants.append(variant.name)
             chain.append(eid)
         chains[variant.name] = chain
-    return Plan(grid, stages, chains, data)
+    return Plan(grid, stages, chains, data, sorted(set(notes)))
 
 
 def describe(plan: Plan) -> str:
@@ -108,4 +122,5 @@ def describe(plan: Plan) -> str:
                  "".join(f"\n  {s.id}" for s in done))
     lines.append(f"stage runs: {unique} planned vs {alone} running each variant alone "
                  f"({alone - unique} saved); {unique - len(plan.data) - len(done)} left to run")
+    lines += [f"note: {n}" for n in plan.notes]
     return "\n".join(lines)

@@ -39,17 +39,18 @@ class SweepResult:
     wall_s: float = 0.0
 
 
-def check_grid(grid: Grid, preset_root: str) -> None:
-    """Every variant's errors at once, before anything starts."""
-    problems = []
+def check_grid(grid: Grid, preset_root: str, offline_ok: bool = False) -> list[str]:
+    """Every variant's errors at once, before anything starts; returns notes on what went unchecked."""
+    problems, notes = [], []
     for variant in grid.variants:
-        for check in (lambda: check_variant(variant.config, preset_root), lambda: check_eval(variant.config.eval)):
-            try:
-                check()
-            except ConfigError as err:
-                problems += [(f"[{variant.name}] {f}", m) for f, m in err.problems]
+        try:
+            notes += check_variant(variant.config, preset_root, offline_ok=offline_ok)
+            check_eval(variant.config.eval)
+        except ConfigError as err:
+            problems += [(f"[{variant.name}] {f}", m) for f, m in err.problems]
     if problems:
         raise ConfigError(problems, source=grid.source)
+    return sorted(set(notes))
 
 
 def sweep_id(grid: Grid) -> str:

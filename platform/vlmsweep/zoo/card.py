@@ -1,0 +1,48 @@
+"""Model cards: a README.md per zoo artifact, written from its zoo.json summary."""
+
+from __future__ import annotations
+
+_PURPOSE = {
+    "tokenizer": "the byte-level BPE tokenizer every zoo LM and text tower shares",
+    "llm": "a tiny causal LM, stand-in for the paper's LLM of this family",
+    "vision": "a tiny vision encoder (vision tower only), stand-in for the paper's encoder of this family",
+}
+
+
+def model_card(info: dict) -> str:
+    world = info.get("world", {})
+    kind = info.get("kind", "?")
+    lines = [
+        f"# zoo:{info['name']}",
+        "",
+        f"{_PURPOSE.get(kind, kind)}, pretrained by `vlmsweep zoo build` on vlmsweep's synthetic world.",
+        "Load it with the checkpoint name `zoo:" + info["name"] + "` or this directory's path.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| architecture | `{info.get('class', '?')}` |",
+        f"| data | synthetic world seed={world.get('seed')} size={world.get('size')} "
+        f"image_size={world.get('image_size')} |",
+    ]
+    if kind == "tokenizer":
+        lines += [f"| vocabulary | {info['vocab_size']} tokens, trained on {info['texts']} texts |",
+                  f"| special tokens | {', '.join(f'`{t}`' for t in info['special_tokens'])} |"]
+    else:
+        spec = info.get("spec", {})
+        lines += [
+            f"| parameters | {info['params']:,} |",
+            f"| steps | {info['steps']} (batch {spec.get('batch')}, lr {spec.get('lr')}, AdamW, cosine) |",
+            f"| loss | first {info['first_loss']:.4f}, final {info['final_loss']:.4f} (mean of the last tenth) |",
+            f"| tokenizer | zoo:tokenizer (content hash {info.get('tokenizer_hash')}) |",
+        ]
+        if kind == "llm":
+            lines.append(f"| shape | hidden {spec.get('hidden')}, layers {spec.get('layers')}, heads "
+                         f"{spec.get('heads')} (kv {spec.get('kv_heads')}), context trained {spec.get('seq_len')} |")
+            lines.append("| objective | next-token prediction on every text sample (turns joined by newlines) |")
+        else:
+            lines.append(f"| shape | {spec.get('image_size')} px / patch {spec.get('patch_size')} = "
+                         f"{info.get('num_patches')} patches, hidden {spec.get('hidden')}, layers {spec.get('layers')} |")
+            loss = "CLIP contrastive (softmax)" if info.get("family") == "clip" else "SigLIP sigmoid"
+            lines.append(f"| objective | {loss} loss on captions_short image-caption pairs |")
+    lines += ["", f"Cache key: `{info['key']}` (hash of the builder's spec, world and tokenizer).", ""]
+    return "\n".join(lines)

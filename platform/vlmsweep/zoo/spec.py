@@ -1,0 +1,121 @@
+"""What the zoo builds: one spec per artifact, per zoo size, and the hash that caches it.
+
+Every number that changes an artifact's bytes lives here, so an artifact's cache key is
+just a hash of its spec (plus the world and, for models, the tokenizer's content hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+# Bumped when builder code changes in a way that changes outputs: old artifacts rebuild.
+BUILDER_VERSION = 1
+WORLD_IMAGE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class LMSpec:
+    name: str
+    family: str            # key of models.llm.LLM_FAMILIES (config class + special tokens)
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    steps: int
+    batch: int = 16
+    seq_len: int = 128
+    lr: float = 3e-3
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    name: str
+    family: str            # key of models.vision.VISION_FAMILIES
+    image_size: int
+    patch_size: int
+    hidden: int
+    layers: int
+    heads: int
+    steps: int
+    text_hidden: int = 32  # the text tower is thrown away after pretraining: kept small
+    text_layers: int = 2
+    text_len: int = 24     # captions_short fit easily; SigLIP pools the last position, so pad to this
+    batch: int = 32
+    lr: float = 2e-3
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    size: str
+    world_size: str
+    vocab_size: int
+    lms: tuple[LMSpec, ...]
+    visions: tuple[VisionSpec, ...]
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _zoo(size: str, world: str, vocab: int, lm_steps: int, vis_steps: int, scale: int) -> ZooSpec:
+    # Sizes in the order of the paper's LLMs: TinyLlama 1.1B < StableLM-2 1.6B < Phi-2 2.7B.
+    # Head width 16 throughout; TinyLlama uses GQA, StableLM-2 and Phi-2 full multi-head.
+    h = 16 * scale
+    lms = (
+        LMSpec("tinyllama", "llama", hidden=4 * h, layers=2, heads=4 * scale, kv_heads=2 * scale,
+               intermediate=10 * h, steps=lm_steps),
+        LMSpec("stablelm", "stablelm", hidden=5 * h, layers=3, heads=5 * scale, kv_heads=5 * scale,
+               intermediate=14 * h, steps=lm_steps),
+        LMSpec("phi", "phi", hidden=6 * h, layers=4, heads=6 * scale, kv_heads=6 * scale,
+               intermediate=24 * h, steps=lm_steps),
+    )
+    # CLIP-L/14 at 336 px gives 576 patches, SigLIP-so400m at 384 px gives 729: SigLIP has
+    # the higher resolution and the longer token sequence here too (36 vs 16 patches).
+    visions = (
+        VisionSpec("clip", "clip", image_size=32, patch_size=8, hidden=32 * scale, layers=4, heads=4,
+                   steps=vis_steps),
+        VisionSpec("siglip", "siglip", image_size=48, patch_size=8, hidden=32 * scale, layers=4, heads=4,
+                   steps=vis_steps),
+    )
+    return ZooSpec(size, world, vocab, lms, visions)
+
+
+ZOO_SIZES = {
+    "tiny": lambda: _zoo("tiny", "tiny", vocab=1024, lm_steps=200, vis_steps=300, scale=1),
+    "small": lambda: _zoo("small", "small", vocab=2048, lm_steps=800, vis_steps=1000, scale=2),
+}
+
+
+def zoo_spec(size: str, steps: int | dict[str, int] | None = None, seed: int = 0) -> ZooSpec:
+    """The spec for `size`; `steps` overrides every job's steps (int) or named ones (dict)."""
+    from vlmsweep.config.errors import ConfigError
+
+    if size not in ZOO_SIZES:
+        raise ConfigError([("zoo.size", f"unknown size {size!r}; allowed: {', '.join(ZOO_SIZES)}")])
+    spec = ZOO_SIZES[size]()
+
+    def pick(job):
+        n = steps.get(job.name, job.steps) if isinstance(steps, dict) else steps or job.steps
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError([(f"zoo.steps.{job.name}", f"must be a positive int, got {n!r}")])
+        return type(job)(**{**asdict(job), "steps": n})
+
+    if isinstance(steps, dict):
+        known = {j.name for j in (*spec.lms, *spec.visions)}
+        unknown = sorted(set(steps) - known)
+        if unknown:
+            raise ConfigError([("zoo.steps", f"unknown job(s) {unknown}; allowed: {sorted(known)}")])
+    return ZooSpec(spec.size, spec.world_size, spec.vocab_size, tuple(map(pick, spec.lms)),
+                   tuple(map(pick, spec.visions)), seed=seed)
+
+
+def content_key(*parts) -> str:
+    """A short stable hash of JSON-able parts (dataclasses become dicts)."""
+    norm = [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
+    blob = json.dumps([BUILDER_VERSION, *norm], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def world_identity(spec: ZooSpec) -> dict:
+    return {"seed": spec.seed, "size": spec.world_size, "image_size": WORLD_IMAGE_SIZE}

@@ -1,0 +1,46 @@
+"""The paper's grid with real Hub names plans on a machine with no weights, no data, no network."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from vlmsweep.config.grid import load_grid, select
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT / "experiments/paper/tinyllava.yaml"
+
+
+def test_paper_grid_dry_run_passes_offline(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("VLMSWEEP_DATA", None)
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(PAPER), "--dry-run",
+                          "--work-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert "sweep tinyllava-paper: 12 variant(s)" in text
+    assert "TinyLLaVA-share-Sig-Phi: pretrain-" in text and "share_pretrain-" in text
+    assert "microsoft/phi-2: not available on this machine" in text
+    assert "data not prepared here, stage ids provisional" in text
+
+
+def test_paper_variant_carries_the_papers_hyperparameters():
+    grid = select(load_grid(PAPER), "TinyLLaVA-share-Sig-Phi")
+    cfg = grid.variants[0].config
+    assert cfg.model.vision.checkpoint == "google/siglip-so400m-patch14-384"
+    assert cfg.model.llm.checkpoint == "microsoft/phi-2" and cfg.model.connector.name == "mlp2x_gelu"
+    assert cfg.data.name == "sharegpt4v"
+    stages = {s.name: s for s in cfg.recipe.stages}
+    assert list(stages) == ["pretrain", "share_pretrain", "finetune"]
+    assert (stages["pretrain"].training.lr, stages["pretrain"].training.global_batch) == (1e-3, 256)
+    share = stages["share_pretrain"]
+    assert (share.training.lr, share.training.global_batch) == (2e-5, 256)
+    assert (share.vision.mode, share.vision.from_layer, share.llm.mode, share.connector.mode) == ("partial", 12, "full", "full")
+    assert (stages["finetune"].training.lr, stages["finetune"].training.global_batch) == (2e-5, 128)
+    assert (stages["pretrain"].training.max_length, stages["finetune"].training.max_length) == (2048, 3072)
+    for s in stages.values():
+        t = s.training
+        assert (t.zero_stage, t.precision, t.workers, t.gpus_per_worker) == (3, "bf16", 8, 1)
+        assert t.global_batch == t.micro_batch * t.workers * t.grad_accum

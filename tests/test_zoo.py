@@ -1,0 +1,119 @@
+"""The zoo: tiny pretrained parts built through Ray Train, cached, and loaded as "zoo:<name>".
+
+One module-scoped build (tiny world, a handful of steps per job) serves every test.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlmsweep.config.errors import ConfigError
+from vlmsweep.config.schema import LLMConfig, VisionConfig
+from vlmsweep.config.workdir import WorkDir
+from vlmsweep.models.llm import load_llm, load_tokenizer
+from vlmsweep.models.vision import VisionTower, load_image_processor, vision_geometry
+from vlmsweep.zoo import build_zoo
+
+STEPS = 20
+LMS = {"tinyllama": ("llama", "LlamaForCausalLM", "<s>", "</s>"),
+       "stablelm": ("stablelm", "StableLmForCausalLM", None, "<|endoftext|>"),
+       "phi": ("phi", "PhiForCausalLM", None, "<|endoftext|>")}
+VISIONS = {"clip": ("clip", "CLIPVisionModel", 16), "siglip": ("siglip", "SiglipVisionModel", 36)}
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p): p.stat().st_mtime_ns for p in sorted((root / "zoo").rglob("*"))
+            if ".ray" not in p.parts and p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoowork")
+    logs: list[str] = []
+    t = time.time()
+    built = build_zoo(root, "tiny", log=logs.append, steps=STEPS, num_cpus=2)
+    return {"root": root, "built": built, "seconds": time.time() - t, "logs": logs,
+            "presets": str(WorkDir.at(root).presets)}
+
+
+def test_every_artifact_built_with_card(zoo):
+    built = zoo["built"]
+    assert set(built) == {"tokenizer", *LMS, *VISIONS}
+    for name, info in built.items():
+        d = Path(info["path"])
+        assert d == zoo["root"] / "zoo" / name and (d / ".complete").exists() and (d / "zoo.json").exists()
+        assert not info["cached"]
+        card = (d / "README.md").read_text()
+        assert f"zoo:{name}" in card and "seed=0 size=tiny" in card
+        if name != "tokenizer":
+            assert info["steps"] == STEPS and info["class"] in card and f"{info['params']:,}" in card
+            assert f"{info['final_loss']:.4f}" in card
+
+
+def test_loss_dropped(zoo):
+    for name in (*LMS, *VISIONS):
+        info = zoo["built"][name]
+        assert info["final_loss"] < info["first_loss"], (name, info["losses"])
+
+
+def test_lms_load_by_zoo_name_and_are_ordered(zoo):
+    params = []
+    for name, (family, cls, bos, eos) in LMS.items():
+        cfg = LLMConfig(family=family, checkpoint=f"zoo:{name}")
+        tok = load_tokenizer(cfg, zoo["presets"])
+        assert tok.is_fast and tok.bos_token == bos and tok.eos_token == eos
+        assert len(tok) == zoo["built"]["tokenizer"]["vocab_size"]  # one vocabulary for every family
+        ids = tok("A small purple square is at the top right.", return_offsets_mapping=True)
+        assert len(ids["input_ids"]) < 15  # a trained BPE, not bytes
+        model = load_llm(cfg, zoo["presets"])
+        assert type(model).__name__ == cls
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids["input_ids"]])).logits
+        assert logits.shape[-1] == model.config.vocab_size >= len(tok)
+        n = sum(p.numel() for p in model.parameters())
+        assert n == zoo["built"][name]["params"]
+        params.append(n)
+    assert params == sorted(params) and len(set(params)) == 3  # 1.1B < 1.6B < 2.7B, in miniature
+
+
+def test_vision_towers_load_by_zoo_name(zoo):
+    patches = {}
+    for name, (family, cls, n_patches) in VISIONS.items():
+        cfg = VisionConfig(family=family, checkpoint=f"zoo:{name}")
+        tower = VisionTower(cfg, zoo["presets"])
+        assert type(tower.model).__name__ == cls
+        geometry = vision_geometry(cfg, zoo["presets"])
+        assert geometry.grid ** 2 == n_patches == zoo["built"][name]["num_patches"]
+        processor = load_image_processor(cfg, zoo["presets"])
+        side = tower.model.config.image_size
+        pixels = processor(images=[__import__("PIL.Image").Image.new("RGB", (64, 64))], return_tensors="pt")["pixel_values"]
+        assert tuple(pixels.shape[-2:]) == (side, side)
+        with torch.no_grad():
+            assert tower(pixels).shape[1] == geometry.num_tokens
+        patches[name] = n_patches
+    assert patches["siglip"] > patches["clip"]
+
+
+def test_second_build_is_a_cache_hit(zoo):
+    before = _snapshot(zoo["root"])
+    t = time.time()
+    again = build_zoo(zoo["root"], "tiny", log=lambda _: None, steps=STEPS)
+    assert time.time() - t < 3
+    assert all(info["cached"] for info in again.values())
+    assert _snapshot(zoo["root"]) == before
+    assert {n: i["key"] for n, i in again.items()} == {n: i["key"] for n, i in zoo["built"].items()}
+
+
+def test_unknown_zoo_name_lists_built(zoo):
+    with pytest.raises(ConfigError) as err:
+        load_llm(LLMConfig(family="llama", checkpoint="zoo:unknown"), zoo["presets"])
+    (field, msg), = err.value.problems
+    assert field == "model.llm.checkpoint"
+    assert "vlmsweep zoo build" in msg and "tinyllama" in msg and "siglip" in msg and "unknown" in msg
+    with pytest.raises(ConfigError) as err:
+        VisionTower(VisionConfig(family="clip", checkpoint="zoo:../zoo/clip"), zoo["presets"])
+    assert err.value.problems[0][0] == "model.vision.checkpoint"
