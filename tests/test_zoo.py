@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from vlmsweep.config.errors import ConfigError
 from vlmsweep.config.schema import LLMConfig, VisionConfig
@@ -90,7 +91,7 @@ def test_vision_towers_load_by_zoo_name(zoo):
         assert geometry.grid ** 2 == n_patches == zoo["built"][name]["num_patches"]
         processor = load_image_processor(cfg, zoo["presets"])
         side = tower.model.config.image_size
-        pixels = processor(images=[__import__("PIL.Image").Image.new("RGB", (64, 64))], return_tensors="pt")["pixel_values"]
+        pixels = processor(images=[Image.new("RGB", (64, 64))], return_tensors="pt")["pixel_values"]
         assert tuple(pixels.shape[-2:]) == (side, side)
         with torch.no_grad():
             assert tower(pixels).shape[1] == geometry.num_tokens

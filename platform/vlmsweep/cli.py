@@ -212,6 +212,21 @@ def _score_answers(args) -> int:
     return 0
 
 
+def cmd_zoo_build(args) -> int:
+    from vlmsweep.config.workdir import WorkDir
+    from vlmsweep.zoo import build_zoo
+
+    work = WorkDir.at(args.work_dir)
+    built = build_zoo(work.root, size=args.size)
+    print(f"{'name':<10} {'params':>10} {'final loss':>11}  path")
+    for name, info in built.items():
+        loss = info.get("final_loss")
+        print(f"{name:<10} {info.get('params') or '-':>10} {f'{loss:.3f}' if loss is not None else '-':>11}  "
+              f"{info['path']}{'  (cached)' if info.get('cached') else ''}")
+    print("use them as checkpoints: zoo:tinyllama, zoo:stablelm, zoo:phi, zoo:clip, zoo:siglip")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlmsweep", description="Ablation grids of small LLaVA-style "
                                 "vision-language models on Ray (Tune, Train + DeepSpeed, Data) with MLflow.")
@@ -265,6 +280,12 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--answers", help="score mode: LLaVA answers JSONL")
     ev.add_argument("--annotations", help="score mode: the benchmark's annotation file or directory")
     ev.set_defaults(fn=cmd_eval)
+
+    zoo = sub.add_parser("zoo", help="the pretrained tiny zoo").add_subparsers(dest="zoo_command", required=True)
+    zb = zoo.add_parser("build", help="pretrain the tiny tokenizer, LMs and vision encoders on the world (cached)")
+    zb.add_argument("--work-dir", help="work dir (default ./.vlmsweep); the zoo goes in WORK_DIR/zoo")
+    zb.add_argument("--size", default="tiny", help="tiny | small")
+    zb.set_defaults(fn=cmd_zoo_build)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)
     world = data.add_parser("world", help="generate the synthetic visual world as shards")

@@ -16,7 +16,7 @@ from pathlib import Path
 from vlmsweep.config.errors import ConfigError
 from vlmsweep.config.grid import Grid
 from vlmsweep.config.workdir import WorkDir
-from vlmsweep.eval.run import check_eval, flat_metrics
+from vlmsweep.eval.run import check_eval, flat_metrics, format_table
 from vlmsweep.models.check import check_variant
 from vlmsweep.train.stage_output import read_manifest
 
@@ -132,6 +132,9 @@ def _run_stages(plan, work, tracker, sid, variant_runs, result, max_concurrent, 
                 tracker.end(runs[s.id], "FINISHED")
                 finished.add(s.id)
                 result.ran.append(s.id)
+                if s.kind == "eval":
+                    results = json.loads((Path(s.out_dir) / "results.json").read_text())
+                    log(f"eval of {', '.join(s.variants)}:\n{format_table(results)}")
             else:
                 reason = outcome.failed.get(s.id, "not run")
                 failed[s.id] = reason

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 _PURPOSE = {
-    "tokenizer": "the byte-level BPE tokenizer every zoo LM and text tower shares",
-    "llm": "a tiny causal LM, stand-in for the paper's LLM of this family",
-    "vision": "a tiny vision encoder (vision tower only), stand-in for the paper's encoder of this family",
+    "tokenizer": "The byte-level BPE tokenizer every zoo LM and text tower shares",
+    "llm": "A tiny causal LM, stand-in for the paper's LLM of this family",
+    "vision": "A tiny vision encoder (vision tower only), stand-in for the paper's encoder of this family",
 }
 
 

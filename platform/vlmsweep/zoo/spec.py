@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 # Bumped when builder code changes in a way that changes outputs: old artifacts rebuild.
 BUILDER_VERSION = 1
@@ -55,7 +55,6 @@ class ZooSpec:
     lms: tuple[LMSpec, ...]
     visions: tuple[VisionSpec, ...]
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _zoo(size: str, world: str, vocab: int, lm_steps: int, vis_steps: int, scale: int) -> ZooSpec:
