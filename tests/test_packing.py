@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _tiny import CONVERSATIONS, IMAGE_SHAPE, Tiny, model_config
+from _tiny import IMAGE_SHAPE, Tiny, model_config
 from vlmsweep.data.packing import Row, Sample, collate, pack, shifted_targets
 from vlmsweep.models.vlm import IGNORE_INDEX, IMAGE_TOKEN_ID
 

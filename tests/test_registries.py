@@ -5,7 +5,6 @@ unknown names are refused with the allowed names."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

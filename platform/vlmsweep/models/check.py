@@ -37,7 +37,7 @@ def check_variant(cfg: VariantConfig, preset_root: str | Path, offline_ok: bool 
             return fn()
         except ConfigError as err:
             problems.extend(err.problems)
-        except OSError as err:  # transformers' "can't find / can't reach" for configs
+        except OSError:  # transformers' "can't find / can't reach" for configs
             if not offline_ok:
                 raise
             notes.append(f"{checkpoint}: not available on this machine, its shapes are unverified")
