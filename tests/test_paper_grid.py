@@ -44,3 +44,16 @@ def test_paper_variant_carries_the_papers_hyperparameters():
         t = s.training
         assert (t.zero_stage, t.precision, t.workers, t.gpus_per_worker) == (3, "bf16", 8, 1)
         assert t.global_batch == t.micro_batch * t.workers * t.grad_accum
+
+
+def test_one_variant_of_the_paper_grid_by_its_paper_name(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(PAPER), "--dry-run",
+                          "--variant", "TinyLLaVA-share-Sig-Phi", "--work-dir", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "1 variant(s)" in out.stdout and "TinyLLaVA-share-Sig-Phi: pretrain-" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(PAPER), "--dry-run",
+                          "--variant", "TinyLLaVA-share-Sig-Phi3", "--work-dir", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "TinyLLaVA-share-Sig-Phi" in bad.stderr  # lists the names there are
