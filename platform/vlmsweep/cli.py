@@ -176,11 +176,9 @@ def cmd_eval(args) -> int:
 def _world_bench_dir(checkpoint: str, work) -> Path:
     """The synthetic world's benchmark sets for the data the checkpoint was trained on."""
     from vlmsweep.data.prepare import ensure_splits, world_dir
-    from vlmsweep.eval.generate import _yaml
-    from vlmsweep.config.schema import VariantConfig
-    from vlmsweep.train.stage_output import read_manifest
+    from vlmsweep.train.stage_output import read_config
 
-    cfg = VariantConfig.model_validate(_yaml(Path(checkpoint) / read_manifest(checkpoint)["config"]))
+    cfg = read_config(checkpoint)
     if cfg.data.source != "synthetic":
         raise ConfigError([("--data", "the checkpoint was not trained on the synthetic world: "
                                       "give the benchmark directory with --data")])

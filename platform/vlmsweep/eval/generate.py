@@ -22,7 +22,7 @@ from vlmsweep.models.check import chat_template
 from vlmsweep.models.llm import load_tokenizer
 from vlmsweep.models.vision import load_image_processor, preprocess_images
 from vlmsweep.models.vlm import build_vlm
-from vlmsweep.train.stage_output import load_into, read_manifest
+from vlmsweep.train.stage_output import load_into, read_config
 
 
 @dataclass
@@ -37,21 +37,13 @@ class LoadedModel:
 
 def load_checkpoint(stage_dir: str | Path, preset_root: str | Path) -> LoadedModel:
     """A finished stage output → a model ready to generate (LoRA adapters kept unmerged)."""
-    stage_dir = Path(stage_dir)
-    manifest = read_manifest(stage_dir)
-    cfg = VariantConfig.model_validate(_yaml(stage_dir / manifest["config"]))
+    cfg = read_config(stage_dir)
     torch.manual_seed(cfg.seed)
     vlm = build_vlm(cfg.model, preset_root)
     load_into(vlm, stage_dir, merge_lora=False)
     vlm.eval()
     return LoadedModel(cfg, vlm, load_tokenizer(cfg.model.llm, preset_root),
                        load_image_processor(cfg.model.vision, preset_root), chat_template(cfg), str(stage_dir))
-
-
-def _yaml(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
 
 
 @dataclass

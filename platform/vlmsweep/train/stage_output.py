@@ -47,6 +47,16 @@ def read_manifest(stage_dir: str | Path) -> dict:
     return manifest
 
 
+def read_config(stage_dir: str | Path):
+    """The resolved variant config a stage output was trained with (as its manifest names it)."""
+    import yaml
+
+    from vlmsweep.config.schema import VariantConfig
+
+    manifest = read_manifest(stage_dir)
+    return VariantConfig.model_validate(yaml.safe_load((Path(stage_dir) / manifest["config"]).read_text()))
+
+
 def is_complete(stage_dir: str | Path) -> bool:
     return (Path(stage_dir) / MANIFEST).is_file()
 
