@@ -11,6 +11,7 @@ from vlmsweep.config.grid import load_grid, select
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "experiments/paper/tinyllava.yaml"
+MINI = ROOT / "experiments/mini/tinyllava.yaml"
 
 
 def test_paper_grid_dry_run_passes_offline(tmp_path):
@@ -24,6 +25,19 @@ def test_paper_grid_dry_run_passes_offline(tmp_path):
     assert "TinyLLaVA-share-Sig-Phi: pretrain-" in text and "share_pretrain-" in text
     assert "microsoft/phi-2: not available on this machine" in text
     assert "data not prepared here, stage ids provisional" in text
+
+
+def test_mini_grid_dry_run_before_the_zoo_is_built(tmp_path):
+    """A fresh machine plans the miniature grid before `vlmsweep zoo build`: notes, not errors."""
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(MINI), "--dry-run",
+                          "--set", "data.synthetic.size=tiny", "--work-dir", str(tmp_path)],
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert "sweep tinyllava-mini: 12 variant(s)" in text and "TinyLLaVA-share-Sig-Phi: pretrain-" in text
+    for name in ("tinyllama", "stablelm", "phi", "clip", "siglip"):
+        assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in text
+    assert "unique stages: data 2, pretrain 12, finetune 12, eval 12, share_pretrain 6 (total 44)" in text
 
 
 def test_paper_variant_carries_the_papers_hyperparameters():

@@ -11,7 +11,7 @@ from vlmsweep.config.grid import load_grid
 from vlmsweep.config.load import resolve
 from vlmsweep.config.workdir import WorkDir
 from vlmsweep.sweep.plan import describe, make_plan
-from vlmsweep.train.stage import stage_id
+from vlmsweep.train.stage import stage_id, weights_identity
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +50,25 @@ def test_a_later_stage_change_leaves_earlier_stages_alone():
 
 def test_data_content_is_part_of_the_identity():
     assert stage_id(cfg(), 0, "hash-a") != stage_id(cfg(), 0, "hash-b")
+
+
+def test_a_rebuilt_zoo_artifact_gives_new_ids(tmp_path):
+    """zoo:<name> keeps its name when rebuilt from another world or spec; its content key must
+    change the stage ids, or stages trained on the old weights would be reused."""
+    work = WorkDir.at(tmp_path)
+    zoo_cfg = cfg(**{"model.vision.checkpoint": "zoo:siglip"})
+    assert weights_identity(zoo_cfg, str(work.presets)) == {"vision": "unbuilt"}
+    assert weights_identity(cfg(), str(work.presets)) == {}  # presets and Hub names: no key
+    ids = []
+    for key in ("key-a", "key-b"):
+        artifact = tmp_path / "zoo" / "siglip"
+        artifact.mkdir(parents=True, exist_ok=True)
+        (artifact / ".complete").touch()
+        (artifact / "zoo.json").write_text(f'{{"key": "{key}"}}')
+        weights = weights_identity(zoo_cfg, str(work.presets))
+        assert weights == {"vision": key}
+        ids.append(stage_id(zoo_cfg, 0, "data", weights))
+    assert ids[0] != ids[1]
 
 
 @pytest.fixture()

@@ -25,7 +25,7 @@ from vlmsweep.data.world.language import detailed_caption, short_caption
 from vlmsweep.data.world.scenes import (COLOURS, KINDS, Obj, Scene, position_name, render,
                                         render_png, sample_scene)
 
-SPLITS = ("captions_short", "captions_detailed", "instruct")
+SPLITS = ("captions_short", "captions_detailed", "instruct", "instruct_detailed")
 PLURAL_TO_KIND = {("crosses" if k == "cross" else k + "s"): k for k in KINDS}
 NUM = {w: i for i, w in enumerate("no one two three four five six seven eight nine".split())}
 
@@ -51,7 +51,8 @@ def test_tiny_build_is_deterministic_and_seeded(world, tmp_path):
 def test_counts_per_split(world):
     out, summary = world
     n_cap, n_ins = WORLD_SIZES["tiny"]
-    want = {"captions_short": n_cap, "captions_detailed": n_cap, "instruct": n_ins}
+    want = {"captions_short": n_cap, "captions_detailed": n_cap, "instruct": n_ins,
+            "instruct_detailed": n_ins}
     on_disk = json.loads((out / "world.json").read_text())
     assert on_disk == summary
     assert (summary["seed"], summary["size"], summary["image_size"]) == (0, "tiny", 64)
@@ -96,7 +97,29 @@ def test_markers_match_images_and_modalities_present(world):
             modalities.add(s["modality"])
     assert modalities == {"text", "image", "multi_image"}
     assert {"world/multi_image", "world/text_only", "world/conversation", "world/ocr",
-            "world/choice", "world/count", "world/yes_no", "world/vqa"} <= set(summary["sources"])
+            "world/choice", "world/count", "world/yes_no", "world/vqa", "world/describe_short",
+            "world/describe_detailed"} <= set(summary["sources"])
+
+
+def test_instruct_detailed_swaps_only_the_describe_answers(world):
+    """ShareGPT4V's SFT mix = LLaVA's with detailed captions swapped in: same ids, images and
+    questions; only the describe rows change, to the detailed caption of the same scene."""
+    out, summary = world
+    short = list(iter_samples(out / "instruct"))
+    detailed = list(iter_samples(out / "instruct_detailed"))
+    assert [s["id"] for s in short] == [s["id"] for s in detailed]
+    changed = [(a, b) for a, b in zip(short, detailed) if a != b]
+    n_describe = summary["splits"]["instruct"]["sources"]["world/describe_short"]
+    assert len(changed) == n_describe == summary["splits"]["instruct_detailed"]["sources"]["world/describe_detailed"] > 0
+    for a, b in changed:
+        assert (a["source"], b["source"]) == ("world/describe_short", "world/describe_detailed")
+        assert a["images"] == b["images"]
+        assert len(b["conversations"][1]["text"]) > len(a["conversations"][1]["text"])
+    regenerated = {i.sample["id"]: i for i in instruct_items(0, WORLD_SIZES["tiny"][1], 64, "detailed")
+                   if i.kind == "describe"}
+    for _, b in changed:
+        assert b == regenerated[b["id"]].sample
+        assert b["conversations"][1]["text"] == detailed_caption(regenerated[b["id"]].scenes[0])
 
 
 # ---- answers against scenes ------------------------------------------------------------
@@ -194,7 +217,10 @@ def test_every_instruct_answer_matches_its_scene(world):
         s = item.sample
         assert on_disk[s["id"]] == s  # regenerating an item gives exactly what was written
         turns = s["conversations"]
-        if item.kind == "text_only":
+        if item.kind == "describe":
+            (scene,) = item.scenes
+            assert turns[-1]["text"] == short_caption(scene)
+        elif item.kind == "text_only":
             for qa in item.qas:
                 _check_fact(qa.question, qa.answer)
         elif item.kind == "choice":

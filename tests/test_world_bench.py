@@ -25,7 +25,7 @@ from vlmsweep.data.world.benchmarks import (BENCHMARKS, MME_SUBTASKS, POPE_SPLIT
                                             build_benchmarks, scene_for_image)
 from vlmsweep.data.world.scenes import COLOURS, KINDS, WORDS, Obj, Scene
 
-SPLITS = ("captions_short", "captions_detailed", "instruct")
+SPLITS = ("captions_short", "captions_detailed", "instruct", "instruct_detailed")
 PLURAL_TO_KIND = {("crosses" if k == "cross" else k + "s"): k for k in KINDS}
 NUM = {w: i for i, w in enumerate("no one two three four five six seven eight nine".split())}
 MIXES = {frozenset(("red", "blue")): "purple", frozenset(("red", "yellow")): "orange",

@@ -15,7 +15,7 @@ from .world import build_world
 
 # Bump when the world generator's output changes (new splits, benchmark sets, wording):
 # a world built by an older generator then lives in another directory, never reused stale.
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 
 
 def world_dir(data: DataConfig, data_root: Path) -> Path:

@@ -13,6 +13,7 @@ from vlmsweep.config.schema import VariantConfig
 
 from .connectors import check_connector
 from .llm import get_llm_family, llm_config
+from .presets import ZooNotBuiltError
 from .templates import get_template
 from .vision import get_vision_family, vision_geometry
 
@@ -26,8 +27,8 @@ def check_variant(cfg: VariantConfig, preset_root: str | Path, offline_ok: bool 
     """Raise ConfigError with every problem; returns notes on what could not be checked.
 
     offline_ok (for --dry-run): a model that can't be read here (a Hub name on a machine with
-    no network or cache) becomes a note instead of an error, and the checks that need its
-    shapes (depths, connector dimensions) are skipped for it.
+    no network or cache, a zoo:<name> not built yet) becomes a note instead of an error, and
+    the checks that need its shapes (depths, connector dimensions) are skipped for it.
     """
     problems: list[tuple[str, str]] = []
     notes: list[str] = []
@@ -35,6 +36,10 @@ def check_variant(cfg: VariantConfig, preset_root: str | Path, offline_ok: bool 
     def collect(fn, checkpoint: str = ""):
         try:
             return fn()
+        except ZooNotBuiltError as err:  # built by `vlmsweep zoo build`, which a dry-run needn't wait for
+            if not offline_ok:
+                raise
+            notes.append(f"{err.problems[0][1]}; its shapes are unverified, stage ids provisional")
         except ConfigError as err:
             problems.extend(err.problems)
         except OSError:  # transformers' "can't find / can't reach" for configs

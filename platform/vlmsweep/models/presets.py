@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from vlmsweep.config.errors import ConfigError
 
 
 def preset_dir(root: str | Path, kind: str, family: str) -> Path:
@@ -36,15 +39,20 @@ def materialize(target: Path, write: Callable[[Path], None]) -> Path:
     return target
 
 
+ZOO_INFO = "zoo.json"  # written by `vlmsweep zoo build` next to each artifact; "key" = its content key
+
+
+class ZooNotBuiltError(ConfigError):
+    """A zoo:<name> checkpoint whose artifact isn't in the work dir yet (a dry-run notes it)."""
+
+
 def zoo_checkpoint(checkpoint: str, preset_root: str | Path, field: str) -> str | None:
     """"zoo:<name>" → <work>/zoo/<name> (the sibling of the presets dir); None for other names.
 
-    Raises ConfigError (on `field`) naming the built artifacts when <name> isn't built.
+    Raises ZooNotBuiltError (on `field`) naming the built artifacts when <name> isn't built.
     """
     if not checkpoint.startswith("zoo:"):
         return None
-    from vlmsweep.config.errors import ConfigError
-
     name = checkpoint[4:]
     zoo = Path(preset_root).resolve().parent / "zoo"
     built = lambda d: (d / ".complete").exists() or (d / "config.json").exists()  # noqa: E731
@@ -52,5 +60,19 @@ def zoo_checkpoint(checkpoint: str, preset_root: str | Path, field: str) -> str 
         return str(zoo / name)
     names = sorted(d.name for d in zoo.iterdir() if d.is_dir() and not d.name.startswith(".") and built(d)) \
         if zoo.is_dir() else []
-    raise ConfigError([(field, f"{checkpoint} is not built in {zoo}: run `vlmsweep zoo build`; "
-                               f"built: {', '.join(names) or 'none'}")])
+    raise ZooNotBuiltError([(field, f"{checkpoint} is not built in {zoo}: run `vlmsweep zoo build`; "
+                                    f"built: {', '.join(names) or 'none'}")])
+
+
+def zoo_key(checkpoint: str, preset_root: str | Path) -> str | None:
+    """The content key of a built zoo:<name> artifact (None for other names, or not built).
+
+    Stage ids include it: a zoo rebuilt from other data or another spec keeps its name but
+    must not let stages trained on the old weights be reused."""
+    if not checkpoint.startswith("zoo:"):
+        return None
+    try:
+        path = zoo_checkpoint(checkpoint, preset_root, "checkpoint")
+        return json.loads((Path(path) / ZOO_INFO).read_text()).get("key")
+    except (ZooNotBuiltError, OSError, ValueError):
+        return None

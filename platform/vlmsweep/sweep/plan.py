@@ -20,7 +20,7 @@ from vlmsweep.config.grid import Grid
 from vlmsweep.config.schema import VariantConfig
 from vlmsweep.config.workdir import WorkDir
 from vlmsweep.data.prepare import data_identity, ensure_splits, world_dir
-from vlmsweep.train.stage import stage_id
+from vlmsweep.train.stage import stage_id, weights_identity
 from vlmsweep.train.stage_output import is_complete
 
 
@@ -84,8 +84,9 @@ def make_plan(grid: Grid, work: WorkDir, dry_run: bool = False) -> Plan:
                       for f, m in err.problems]
         data[identity] = splits
         chain, previous = [], None
+        weights = weights_identity(cfg, str(work.presets))
         for index, stage in enumerate(cfg.recipe.stages):
-            sid = f"{stage.name}-{stage_id(cfg, index, identity)}"
+            sid = f"{stage.name}-{stage_id(cfg, index, identity, weights)}"
             node = stages.setdefault(sid, StageNode(sid, "train", stage.name, cfg, index, str(work.stages / sid),
                                                     [previous] if previous else [], splits[stage.split]))
             node.variants.append(variant.name)

@@ -18,17 +18,30 @@ from vlmsweep.data.stream import PrepSpec, rank_datasets
 from vlmsweep.models.check import chat_template
 from vlmsweep.models.connectors import connector_output_tokens
 from vlmsweep.models.llm import load_tokenizer
+from vlmsweep.models.presets import zoo_key
 from vlmsweep.models.vision import vision_config, vision_geometry
 
 from .stage_output import is_complete, read_manifest
 
 
-def stage_id(cfg: VariantConfig, index: int, data_identity: str) -> str:
+def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict | None = None) -> str:
     """A hash of everything that determines the stage's output: the model, the data, the seed
-    and every stage up to this one (earlier stages are its inputs). Names and times aren't in it."""
+    and every stage up to this one (earlier stages are its inputs). Names and times aren't in it.
+
+    weights: content keys of checkpoints whose name doesn't pin their content (zoo:<name>,
+    rebuilt in place when the world or the zoo spec changes); see weights_identity."""
     payload = {"model": cfg.model.model_dump(mode="json"), "data": data_identity, "seed": cfg.seed,
                "stages": [s.model_dump(mode="json") for s in cfg.recipe.stages[:index + 1]]}
+    if weights:  # absent for Hub names and paths, so their ids stay as they were
+        payload["weights"] = weights
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def weights_identity(cfg: VariantConfig, preset_root: str) -> dict:
+    """{component: content key} for zoo:<name> checkpoints ("unbuilt" before `vlmsweep zoo build`)."""
+    return {part: zoo_key(m.checkpoint, preset_root) or "unbuilt"
+            for part, m in (("vision", cfg.model.vision), ("llm", cfg.model.llm))
+            if (m.checkpoint or "").startswith("zoo:")}
 
 
 def prep_spec(cfg: VariantConfig, index: int, preset_root: str) -> PrepSpec:

@@ -17,12 +17,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from vlmsweep.models.presets import materialize
+from vlmsweep.models.presets import ZOO_INFO, materialize
 
 from .card import model_card
 from .spec import WORLD_IMAGE_SIZE, ZooSpec, content_key, world_identity, zoo_spec
 
-ZOO_INFO = "zoo.json"
 # the shared tokenizer's own eos (CLIP's real one); LMs get their family's tokens instead
 TEXT_TOWER_EOS = "<|endoftext|>"
 

@@ -28,10 +28,13 @@ from .scenes import (MAX_IMAGE, MIN_IMAGE, WORD_PROB, Scene, max_objects, object
 # (caption scenes, instruct samples) per size.
 WORLD_SIZES = {"tiny": (256, 384), "small": (2_000, 3_000), "medium": (20_000, 30_000)}
 # Shares of the instruct mix, roughly LLaVA-665K's spread of short-answer VQA,
-# conversations, multiple choice, OCR and text-only dialogue.
-MIX = {"vqa": 0.20, "yes_no": 0.12, "count": 0.12, "choice": 0.12, "ocr": 0.08,
-       "conversation": 0.14, "multi_image": 0.11, "text_only": 0.11}
-SPLITS = ("captions_short", "captions_detailed", "instruct")
+# conversations, multiple choice, OCR, image descriptions and text-only dialogue.
+MIX = {"vqa": 0.18, "yes_no": 0.12, "count": 0.12, "choice": 0.12, "ocr": 0.08,
+       "conversation": 0.12, "describe": 0.06, "multi_image": 0.10, "text_only": 0.10}
+# instruct_detailed is instruct with the "describe" answers swapped for detailed captions,
+# as ShareGPT4V's SFT mix swaps its captions into LLaVA-665K; every other row is identical.
+SPLITS = ("captions_short", "captions_detailed", "instruct", "instruct_detailed")
+INSTRUCT_CAPTIONS = {"instruct": "short", "instruct_detailed": "detailed"}
 SYSTEM_PROMPT = "You are a helpful assistant who answers questions about shapes and colours."
 
 
@@ -140,9 +143,17 @@ def _say(text: str) -> dict:
     return {"role": "assistant", "text": text}
 
 
-def instruct_item(seed: int, index: int, kind: str, image_size: int) -> Item:
+def instruct_item(seed: int, index: int, kind: str, image_size: int,
+                  captions: str = "short") -> Item:
+    """Item `index` of the instruct mix; `captions` ("short" | "detailed") only changes the
+    answer of a "describe" item, so instruct and instruct_detailed differ in those rows alone."""
     rng = _rng(seed, "instruct", index)
     sid, source = f"ins-{index:06d}", f"world/{kind}"
+    if kind == "describe":
+        scene = sample_scene(rng, image_size)
+        return Item({"id": sid, "images": [render_png(scene)],
+                     "conversations": caption_conversation(scene, rng, captions, IMAGE_MARKER),
+                     "source": f"world/describe_{captions}", "modality": "image"}, [scene], [], kind)
     if kind == "text_only":
         gens = rng.sample(Q.TEXT_FACTS, rng.randint(1, 2))
         turns = [{"role": "system", "text": SYSTEM_PROMPT}] if rng.random() < 0.3 else []
@@ -170,16 +181,17 @@ def instruct_item(seed: int, index: int, kind: str, image_size: int) -> Item:
                  "source": source, "modality": "image"}, [scene], qas, kind)
 
 
-def instruct_items(seed: int, n: int, image_size: int) -> Iterator[Item]:
+def instruct_items(seed: int, n: int, image_size: int, captions: str = "short") -> Iterator[Item]:
     for i, kind in enumerate(instruct_plan(seed, n)):
-        yield instruct_item(seed, i, kind, image_size)
+        yield instruct_item(seed, i, kind, image_size, captions)
 
 
 # ---- build -----------------------------------------------------------------------------
 
 def build_world(out_dir: str | Path, *, seed: int = 0, size: str = "tiny",
                 image_size: int = 64) -> dict:
-    """Write captions_short/, captions_detailed/, instruct/ and world.json under out_dir,
+    """Write captions_short/, captions_detailed/, instruct/, instruct_detailed/ and world.json
+    under out_dir,
     plus llava/<split>.json and llava/images/ (the same data in LLaVA's JSON format).
 
     Returns the world.json summary (seed, size, image_size, per-split rows, hashes and
@@ -198,14 +210,18 @@ def build_world(out_dir: str | Path, *, seed: int = 0, size: str = "tiny",
     def add(split: str, item: Item) -> None:
         writers[split].add(item.sample)
         sources[split][item.sample["source"]] += 1
-        if split == "instruct":
+        if split == "instruct":  # instruct_detailed asks the same questions
             question_kinds.update(qa.kind for qa in item.qas)
 
     for short, detailed in caption_items(seed, n_captions, image_size):
         add("captions_short", short)
         add("captions_detailed", detailed)
-    for item in instruct_items(seed, n_instruct, image_size):
-        add("instruct", item)
+    for i, kind in enumerate(instruct_plan(seed, n_instruct)):
+        for split, captions in INSTRUCT_CAPTIONS.items():
+            # Only "describe" items depend on the caption quality; don't render the rest twice.
+            if captions == "short" or kind == "describe":
+                item = instruct_item(seed, i, kind, image_size, captions)
+            add(split, item)
 
     splits = {}
     for s in SPLITS:
