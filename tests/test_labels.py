@@ -80,14 +80,37 @@ def test_chat_template_without_system_turn_labels_only_the_reply(tokenizers, tem
     assert not (out.input_ids == IMAGE_TOKEN_ID).any()
 
 
+@pytest.fixture(scope="module")
+def bpe_tokenizers():
+    """GPT-2-style byte-level BPE (as the zoo's and most real LLMs'): merges the space before a
+    word into the word's token, which the byte-level test tokenizers never do."""
+    from vlmsweep.zoo.text import family_tokenizer, train_tokenizer
+
+    texts = [f"USER: {t['text']} ASSISTANT: {r['text']}" for t, r in zip(CHAT[1::2], CHAT[2::2])] * 50
+    core = train_tokenizer(texts + REPLIES * 50 + ["top right", "Answer briefly."] * 50, 400)
+    return {fam: family_tokenizer(core, fam) for fam in set(TEMPLATE_FAMILY.values())}
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bpe"])
 @pytest.mark.parametrize("template", sorted(TEMPLATE_FAMILY))
-def test_prompt_for_generation_is_the_training_text_up_to_the_first_reply(tokenizers, template):
-    tok = tokenizers[TEMPLATE_FAMILY[template]]
-    conv = CHAT[:2]
-    prompt = prompt_ids(tok, template, conv, IMAGE_TOKENS)
-    train = tokenize_conversation(tok, template, CHAT[:3], 1, IMAGE_TOKENS, 4096)
-    first_label = int(np.flatnonzero(train.labels != IGNORE_INDEX)[0])
-    assert np.array_equal(prompt, train.input_ids[:first_label])
+def test_prompt_for_generation_is_the_training_text_up_to_the_first_reply(tokenizers, bpe_tokenizers, template, kind):
+    tok = (tokenizers if kind == "bytes" else bpe_tokenizers)[TEMPLATE_FAMILY[template]]
+    for turns in (2, 4):  # the first reply, and a second one after a finished turn
+        prompt = prompt_ids(tok, template, CHAT[:turns], IMAGE_TOKENS)
+        images = sum(t["text"].count(IMAGE_MARKER) for t in CHAT[:turns])
+        train = tokenize_conversation(tok, template, CHAT[:turns + 1], images, IMAGE_TOKENS, 4096)
+        labelled = np.flatnonzero(train.labels != IGNORE_INDEX)
+        reply_start = int(labelled[0] if turns == 2 else labelled[np.flatnonzero(np.diff(labelled) != 1)[0] + 1])
+        assert np.array_equal(prompt, train.input_ids[:reply_start]), tok.decode(prompt[-5:].tolist())
+
+
+def test_bpe_prompt_does_not_end_in_a_lone_space(bpe_tokenizers):
+    """vicuna's "ASSISTANT: " alone would end in a "Ġ" token the model never saw before a reply."""
+    tok = bpe_tokenizers["llama"]
+    prompt = prompt_ids(tok, "vicuna", CHAT[:2], IMAGE_TOKENS)
+    assert tok.decode(prompt[-1:].tolist()) == ":"
+    assert tok.convert_ids_to_tokens(
+        tok("USER: x ASSISTANT: ", add_special_tokens=False).input_ids)[-1] == "Ġ"  # what it avoids
 
 
 def test_plain_template_labels_the_caption_and_eos_only(tokenizers):

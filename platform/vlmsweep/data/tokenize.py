@@ -112,10 +112,24 @@ def tokenize_conversation(tokenizer, template: str, conversation: list[dict], nu
     return Tokenized(ids, labels, truncated=True)
 
 
+# Stands in for the reply when cutting a generation prompt out of a training rendering.
+REPLY_PLACEHOLDER = "A"
+
+
 def prompt_ids(tokenizer, template: str, conversation: list[dict], image_tokens: int) -> np.ndarray:
-    """Token ids of a conversation rendered up to the assistant's turn (for generation)."""
-    segments = render(template, conversation, special_tokens(tokenizer), for_generation=True)
-    return tokenize_segments(tokenizer, [(s, False) for s, _ in segments], image_tokens).input_ids
+    """Token ids of a conversation up to the assistant's reply, exactly as training saw them.
+
+    Rendering the prompt alone would differ from training wherever a template puts a space
+    before the reply ("... ASSISTANT: top right"): a BPE tokenizer merges that space into
+    the reply's first token ("Ġtop"), but at the end of a bare prompt it becomes a lone "Ġ"
+    the model never saw before a reply, and it answers off-distribution. So the prompt is the
+    training tokenization of the conversation plus a placeholder reply, cut before the reply.
+    """
+    segments = render(template, [*conversation, {"role": "assistant", "text": REPLY_PLACEHOLDER}],
+                      special_tokens(tokenizer))
+    last = max(i for i, (_, trainable) in enumerate(segments) if trainable)
+    out = tokenize_segments(tokenizer, [(s, i == last) for i, (s, _) in enumerate(segments)], image_tokens)
+    return out.input_ids[:int(np.flatnonzero(out.labels != IGNORE_INDEX)[0])]
 
 
 def stop_token_id(tokenizer, template: str) -> int:

@@ -76,7 +76,7 @@ class _Session:
             from vlmsweep.data.world import build_world
 
             w = world_identity(self.spec)
-            target = self.zoo / ".world" / f"{w['size']}-seed{w['seed']}-{w['image_size']}px"
+            target = self.zoo / ".world" / f"v{w['version']}-{w['size']}-seed{w['seed']}-{w['image_size']}px"
             self.log(f"zoo: world {w} -> {target}")
             self._world = materialize(target, lambda d: build_world(d, seed=w["seed"], size=w["size"],
                                                                     image_size=WORLD_IMAGE_SIZE))

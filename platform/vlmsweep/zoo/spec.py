@@ -117,4 +117,8 @@ def content_key(*parts) -> str:
 
 
 def world_identity(spec: ZooSpec) -> dict:
-    return {"seed": spec.seed, "size": spec.world_size, "image_size": WORLD_IMAGE_SIZE}
+    # The generator version too: a world whose text or images changed must rebuild the zoo.
+    from vlmsweep.data.prepare import WORLD_VERSION
+
+    return {"seed": spec.seed, "size": spec.world_size, "image_size": WORLD_IMAGE_SIZE,
+            "version": WORLD_VERSION}
