@@ -18,6 +18,8 @@ from vlmsweep.models.vlm import IGNORE_INDEX, IMAGE_TOKEN_ID
 
 # the LLM family whose tiny tokenizer carries each chat template's special tokens
 TEMPLATE_FAMILY = {"vicuna": "llama", "chatml": "qwen2", "gemma": "gemma", "mistral": "mistral"}
+# vicuna's "ASSISTANT: " space belongs to the reply (the model learns to produce it)
+LEAD = {"vicuna": " "}
 STOP = {"vicuna": "</s>", "chatml": "<|im_end|>", "gemma": "<end_of_turn>", "mistral": "</s>", "plain": "</s>"}
 IMAGE_TOKENS = 5
 
@@ -53,7 +55,7 @@ def test_chat_template_labels_decode_to_exactly_the_replies_and_stop_tokens(toke
     out = tokenize_conversation(tok, template, CHAT, num_images=3, image_tokens=IMAGE_TOKENS, max_length=4096)
     stop = STOP[template]
     assert get_template(template).stop(special_tokens(tok)) == stop
-    assert labelled_runs(tok, out) == [reply + stop for reply in REPLIES]
+    assert labelled_runs(tok, out) == [LEAD.get(template, "") + reply + stop for reply in REPLIES]
     # and every labelled position carries its own input id (labels are not shifted here)
     keep = out.labels != IGNORE_INDEX
     assert np.array_equal(out.labels[keep], out.input_ids[keep])
@@ -76,7 +78,7 @@ def test_chat_template_without_system_turn_labels_only_the_reply(tokenizers, tem
     tok = tokenizers[TEMPLATE_FAMILY[template]]
     conv = [{"role": "user", "text": "Hi?"}, {"role": "assistant", "text": "Hello!"}]
     out = tokenize_conversation(tok, template, conv, 0, IMAGE_TOKENS, 4096)
-    assert labelled_runs(tok, out) == ["Hello!" + STOP[template]]
+    assert labelled_runs(tok, out) == [LEAD.get(template, "") + "Hello!" + STOP[template]]
     assert not (out.input_ids == IMAGE_TOKEN_ID).any()
 
 
@@ -268,10 +270,11 @@ def test_merged_token_across_a_reply_boundary_is_misaligned():
         tokenize_segments(tok, [("Say o", False), ("k then</s>", True)], IMAGE_TOKENS)
     assert err.value.reason == "label_misaligned"
     assert "'ok'" in err.value.detail
-    # the same text with the boundary elsewhere is fine: "ok" is inside the reply
+    # the same text with the boundary elsewhere is fine: "ok" is inside the reply (and so is
+    # the space before it: a reply owns the spaces that lead into it)
     out = tokenize_segments(tok, [("Say ", False), ("ok then</s>", True)], IMAGE_TOKENS)
     idx = np.flatnonzero(out.labels != IGNORE_INDEX)
-    assert tok.decode(out.input_ids[idx].tolist()) == "ok then</s>"
+    assert tok.decode(out.input_ids[idx].tolist()) == " ok then</s>"
 
 
 def test_whitespace_glued_onto_the_first_reply_word_is_not_a_straddle():
@@ -311,7 +314,7 @@ def test_segments_with_images_keep_character_offsets_right(tokenizers):
     segments = [(f"{IMAGE_MARKER}a{IMAGE_MARKER}{IMAGE_MARKER}bc ", False), ("reply</s>", True),
                 (f" then {IMAGE_MARKER} ", False), ("again</s>", True)]
     out = tokenize_segments(tok, segments, 2)
-    assert labelled_runs(tok, out) == ["reply</s>", "again</s>"]
+    assert labelled_runs(tok, out) == [" reply</s>", " again</s>"]
     assert int((out.input_ids == IMAGE_TOKEN_ID).sum()) == 4 * 2
     text = tok.decode([i for i in out.input_ids.tolist() if i != IMAGE_TOKEN_ID])
     assert text == "abc reply</s> then  again</s>"

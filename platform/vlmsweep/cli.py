@@ -282,7 +282,8 @@ def parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser("zoo", help="the pretrained tiny zoo").add_subparsers(dest="zoo_command", required=True)
     zb = zoo.add_parser("build", help="pretrain the tiny tokenizer, LMs and vision encoders on the world (cached)")
     zb.add_argument("--work-dir", help="work dir (default ./.vlmsweep); the zoo goes in WORK_DIR/zoo")
-    zb.add_argument("--size", default="tiny", help="tiny | small")
+    zb.add_argument("--size", default="small",
+                    help="small (default: what experiments/mini uses, ~12 min cold on 2 cores) | tiny (seconds; for tests)")
     zb.set_defaults(fn=cmd_zoo_build)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)

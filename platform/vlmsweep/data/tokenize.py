@@ -21,6 +21,11 @@ from vlmsweep.models.templates import SpecialTokens, TemplateError, get_template
 from vlmsweep.models.vlm import IGNORE_INDEX, IMAGE_TOKEN_ID
 
 
+# Bumped when the same conversation would tokenize or label differently: stage ids include
+# it, so stages trained on the old labels are never reused (v2: replies own leading spaces).
+LABELS_VERSION = 2
+
+
 class SkipSample(Exception):
     """A sample that can't be used; `reason` is a short key used in skip counts."""
 
@@ -50,7 +55,25 @@ def _core(text: str, start: int, end: int) -> tuple[int, int]:
     return (s, e) if s < e else (start, end)
 
 
+def reply_owns_leading_spaces(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """Move the spaces ending a prompt segment onto the reply that follows it.
+
+    A BPE tokenizer glues a space to the next word (" Yes" -> "ĠYes") or not ("Ġ", "Yes"),
+    depending on its vocabulary, so which tokens end "ASSISTANT: Yes" depends on the reply.
+    A generation prompt can't know the reply; it ends at "ASSISTANT:", and the model learns
+    to produce the space itself, as part of every reply.
+    """
+    out = list(segments)
+    for i in range(len(out) - 1):
+        (text, trainable), (reply, reply_trainable) = out[i], out[i + 1]
+        if not trainable and reply_trainable and text.endswith(" "):
+            core = text.rstrip(" ")
+            out[i], out[i + 1] = (core, False), (text[len(core):] + reply, True)
+    return out
+
+
 def tokenize_segments(tokenizer, segments: list[tuple[str, bool]], image_tokens: int) -> Tokenized:
+    segments = reply_owns_leading_spaces(segments)
     text, spans, pos = "", [], 0
     for seg, trainable in segments:
         if trainable:
@@ -112,24 +135,15 @@ def tokenize_conversation(tokenizer, template: str, conversation: list[dict], nu
     return Tokenized(ids, labels, truncated=True)
 
 
-# Stands in for the reply when cutting a generation prompt out of a training rendering.
-REPLY_PLACEHOLDER = "A"
-
-
 def prompt_ids(tokenizer, template: str, conversation: list[dict], image_tokens: int) -> np.ndarray:
     """Token ids of a conversation up to the assistant's reply, exactly as training saw them.
 
-    Rendering the prompt alone would differ from training wherever a template puts a space
-    before the reply ("... ASSISTANT: top right"): a BPE tokenizer merges that space into
-    the reply's first token ("Ġtop"), but at the end of a bare prompt it becomes a lone "Ġ"
-    the model never saw before a reply, and it answers off-distribution. So the prompt is the
-    training tokenization of the conversation plus a placeholder reply, cut before the reply.
+    The spaces a template puts before a reply ("ASSISTANT: ") are the reply's in training
+    (see reply_owns_leading_spaces), so the prompt ends before them.
     """
-    segments = render(template, [*conversation, {"role": "assistant", "text": REPLY_PLACEHOLDER}],
-                      special_tokens(tokenizer))
-    last = max(i for i, (_, trainable) in enumerate(segments) if trainable)
-    out = tokenize_segments(tokenizer, [(s, i == last) for i, (s, _) in enumerate(segments)], image_tokens)
-    return out.input_ids[:int(np.flatnonzero(out.labels != IGNORE_INDEX)[0])]
+    segments = render(template, conversation, special_tokens(tokenizer), for_generation=True)
+    segments[-1] = (segments[-1][0].rstrip(" "), False)
+    return tokenize_segments(tokenizer, [(s, False) for s, _ in segments], image_tokens).input_ids
 
 
 def stop_token_id(tokenizer, template: str) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from vlmsweep.config.schema import VariantConfig
 from vlmsweep.data.shards import read_manifest as read_shard_manifest
 from vlmsweep.data.stream import PrepSpec, rank_datasets
+from vlmsweep.data.tokenize import LABELS_VERSION
 from vlmsweep.models.check import chat_template
 from vlmsweep.models.connectors import connector_output_tokens
 from vlmsweep.models.llm import load_tokenizer
@@ -31,7 +32,8 @@ def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict |
     weights: content keys of checkpoints whose name doesn't pin their content (zoo:<name>,
     rebuilt in place when the world or the zoo spec changes); see weights_identity."""
     payload = {"model": cfg.model.model_dump(mode="json"), "data": data_identity, "seed": cfg.seed,
-               "stages": [s.model_dump(mode="json") for s in cfg.recipe.stages[:index + 1]]}
+               "stages": [s.model_dump(mode="json") for s in cfg.recipe.stages[:index + 1]],
+               "labels": LABELS_VERSION}
     if weights:  # absent for Hub names and paths, so their ids stay as they were
         payload["weights"] = weights
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -130,7 +130,7 @@ def _build_tokenizer(session: _Session, out: Path) -> dict:
             "content_hash": hashlib.sha256((out / "bpe.json").read_bytes()).hexdigest()[:16]}
 
 
-def build_zoo(work_root: str | Path, size: str = "tiny", log: Callable[[str], None] = print, *,
+def build_zoo(work_root: str | Path, size: str = "small", log: Callable[[str], None] = print, *,
               steps: int | dict[str, int] | None = None, seed: int = 0, num_cpus: int | None = None) -> dict:
     """Build (or reuse) every zoo artifact; returns {name: zoo.json info + "path", "cached"}.
 
