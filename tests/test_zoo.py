@@ -5,6 +5,7 @@ One module-scoped build (tiny world, a handful of steps per job) serves every te
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -97,6 +98,26 @@ def test_vision_towers_load_by_zoo_name(zoo):
             assert tower(pixels).shape[1] == geometry.num_tokens
         patches[name] = n_patches
     assert patches["siglip"] > patches["clip"]
+
+
+def test_vision_features_are_centred_over_the_world(zoo):
+    """The features VLMs read (feature_layer -2) have ~zero mean over the world's images: a
+    shared offset would drown what differs between images (see zoo.jobs.center_features)."""
+    from vlmsweep.data.shards import iter_samples
+
+    (world,) = (zoo["root"] / "zoo" / ".world").iterdir()
+    images = [Image.open(io.BytesIO(s["images"][0])).convert("RGB")
+              for s in iter_samples(world / "captions_short")]
+    for name, (family, _, _) in VISIONS.items():
+        cfg = VisionConfig(family=family, checkpoint=f"zoo:{name}")
+        tower = VisionTower(cfg, zoo["presets"]).eval()
+        pixels = load_image_processor(cfg, zoo["presets"])(images=images, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            feats = tower(pixels)
+        info = zoo["built"][name]
+        assert info["centred_layer"] == -2 and info["removed_offset_norm"] > 0
+        assert feats.mean(dim=(0, 1)).norm() < 1e-3 * info["removed_offset_norm"] + 1e-4
+        assert "centred over the world's images" in (Path(info["path"]) / "README.md").read_text()
 
 
 def test_second_build_is_a_cache_hit(zoo):

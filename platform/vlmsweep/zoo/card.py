@@ -44,5 +44,8 @@ def model_card(info: dict) -> str:
                          f"{info.get('num_patches')} patches, hidden {spec.get('hidden')}, layers {spec.get('layers')} |")
             loss = "CLIP contrastive (softmax)" if info.get("family") == "clip" else "SigLIP sigmoid"
             lines.append(f"| objective | {loss} loss on captions_short image-caption pairs |")
+            if info.get("centred_layer") is not None:
+                lines.append(f"| features | hidden_states[{info['centred_layer']}] centred over the world's images "
+                             f"(a mean of norm {info['removed_offset_norm']:.2f} folded into an fc2 bias) |")
     lines += ["", f"Cache key: `{info['key']}` (hash of the builder's spec, world and tokenizer).", ""]
     return "\n".join(lines)

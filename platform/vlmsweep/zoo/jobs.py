@@ -158,8 +158,38 @@ def vision_pretrain(job: dict) -> dict:
     vision = model.vision_model
     if not isinstance(vision, family.model_class):  # transformers 5 keeps the tower as its own model class
         raise TypeError(f"{type(model).__name__}.vision_model is {type(vision).__name__}, not {family.model_class.__name__}")
+    offset = center_features(vision, pixels, spec["center_layer"], family.prefix_tokens) \
+        if spec["center_layer"] is not None else None
     if _rank0():
         vision.save_pretrained(out)
         processor.save_pretrained(out)
     grid = spec["image_size"] // spec["patch_size"]
-    return _summary(vision, losses, started, num_patches=grid * grid, pairs=len(samples))
+    return _summary(vision, losses, started, num_patches=grid * grid, pairs=len(samples),
+                    centred_layer=spec["center_layer"], removed_offset_norm=offset)
+
+
+def center_features(vision, pixels: torch.Tensor, layer: int, prefix_tokens: int = 0) -> float:
+    """Make the patch features VLMs read (hidden_states[layer]) zero-mean over the world's images.
+
+    Measured on the small zoo: those features were mostly one constant vector shared by every
+    image (|mean| 3.7 vs 0.8 spread across images), so the connector's outputs all looked
+    alike after the LLM's norm, and a VLM trained on them learned as well with shuffled images
+    as with the right ones. Folding the mean into the bias of the MLP output projection of
+    the layer that writes hidden_states[layer] removes it exactly (that bias adds straight
+    into the residual stream) and leaves a standard checkpoint. The mean is over patch tokens
+    (not CLIP's CLS, which VLMs drop). Returns the removed mean's norm.
+    """
+    vision.eval()
+    with torch.no_grad():
+        total, count = 0.0, 0
+        for chunk in pixels.split(256):
+            states = vision(pixel_values=chunk, output_hidden_states=True).hidden_states
+            patches = states[layer][:, prefix_tokens:]
+            total = total + patches.sum(dim=(0, 1))
+            count += patches.shape[0] * patches.shape[1]
+        index = layer % len(states)  # hidden_states[0] is the embeddings, [i] layer i-1's output
+        if index == 0:
+            raise ValueError("center_layer must name an encoder layer's output, not the embeddings")
+        mean = total / count
+        vision.encoder.layers[index - 1].mlp.fc2.bias -= mean
+    return float(mean.norm())

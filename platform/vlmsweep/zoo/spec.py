@@ -45,6 +45,7 @@ class VisionSpec:
     text_len: int = 24     # captions_short fit easily; SigLIP pools the last position, so pad to this
     batch: int = 32
     lr: float = 2e-3
+    center_layer: int | None = -2  # make the features VLMs read (feature_layer -2) zero-mean: jobs.center_features
 
 
 @dataclass(frozen=True)
