@@ -132,7 +132,9 @@ def train_stage(job: dict) -> dict:
         history.append(metrics)
         # ray.train.report is a barrier the controller polls (~2 s in Ray 2.60): only checkpoints
         # go through it; per-step metrics reach MLflow through the sink without a barrier
-        if step % t.checkpoint_every == 0:
+        # not after the last step: the stage output is saved right after the loop, and a crash
+        # before that resumes from the previous checkpoint (a save + a ~2 s barrier per stage)
+        if step % t.checkpoint_every == 0 and step != t.steps:
             _checkpoint(engine, step, passed_global, stream, position, ahead, metrics)
         if sink is not None and step % t.log_every == 0:
             sink.log_metrics(metrics, step)
