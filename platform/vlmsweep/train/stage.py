@@ -34,7 +34,7 @@ def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict |
     payload = {"model": cfg.model.model_dump(mode="json"), "data": data_identity, "seed": cfg.seed,
                "stages": [s.model_dump(mode="json") for s in cfg.recipe.stages[:index + 1]],
                "labels": LABELS_VERSION}
-    if weights:  # absent for Hub names and paths, so their ids stay as they were
+    if weights:  # only zoo:<name> checkpoints need it: a Hub name or a path names its content
         payload["weights"] = weights
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
