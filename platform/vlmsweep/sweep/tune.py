@@ -27,23 +27,11 @@ def stage_trial(config: dict, nodes: dict, work_root: str, sinks: dict) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from vlmsweep.eval.run import evaluate, flat_metrics, make_judge
-    from vlmsweep.train.stage import run_stage
+    from .execute import execute_stage
 
     node: StageNode = nodes[config["stage_id"]]
-    work = WorkDir(Path(work_root))
-    init = nodes[node.inputs[0]].out_dir if node.inputs else None
-    if node.kind == "train":
-        result = run_stage(node.cfg, node.index, shard_dir=node.split_dir, out_dir=node.out_dir, init_dir=init,
-                           preset_root=str(work.presets), storage_path=str(work.ray_storage),
-                           sink=sinks.get(node.id), callbacks=[TuneReportCallback()])
-        summary = result.summary
-    else:
-        e = node.cfg.eval
-        results = evaluate(init, e.benchmarks, node.split_dir, node.out_dir, work.presets, batch_size=e.batch_size,
-                           max_new_tokens=e.max_new_tokens, log=lambda *_: None, judge=make_judge(e.judge))
-        (Path(node.out_dir) / "results.json").write_text(json.dumps(results, default=str))
-        summary = {"eval": flat_metrics(results)}
+    summary = execute_stage(node, nodes, WorkDir(Path(work_root)), sink=sinks.get(node.id),
+                            callbacks=[TuneReportCallback()])
     tune.report({"done": 1, "summary": json.dumps(summary, default=str)})
 
 

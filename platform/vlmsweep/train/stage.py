@@ -25,6 +25,18 @@ from vlmsweep.models.vision import vision_config, vision_geometry
 from .stage_output import is_complete, read_manifest
 
 
+# Training fields that change how a stage runs but not what it computes: checkpoints resume
+# exactly, logging is a side channel, and CPUs per worker only set placement. Worker count,
+# batch, seed and data do change the math, so they stay in the identity.
+NOT_IN_IDENTITY = frozenset({"checkpoint_every", "log_every", "max_failures", "cpus_per_worker", "fail_at_step"})
+
+
+def _identity_of_stage(stage) -> dict:
+    out = stage.model_dump(mode="json")
+    out["training"] = {k: v for k, v in out["training"].items() if k not in NOT_IN_IDENTITY}
+    return out
+
+
 def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict | None = None) -> str:
     """A hash of everything that determines the stage's output: the model, the data, the seed
     and every stage up to this one (earlier stages are its inputs). Names and times aren't in it.
@@ -32,7 +44,7 @@ def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict |
     weights: content keys of checkpoints whose name doesn't pin their content (zoo:<name>,
     rebuilt in place when the world or the zoo spec changes); see weights_identity."""
     payload = {"model": cfg.model.model_dump(mode="json"), "data": data_identity, "seed": cfg.seed,
-               "stages": [s.model_dump(mode="json") for s in cfg.recipe.stages[:index + 1]],
+               "stages": [_identity_of_stage(s) for s in cfg.recipe.stages[:index + 1]],
                "labels": LABELS_VERSION}
     if weights:  # only zoo:<name> checkpoints need it: a Hub name or a path names its content
         payload["weights"] = weights
