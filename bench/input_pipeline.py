@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from vlmsweep.config.load import load_variant
 from vlmsweep.data.prepare import ensure_splits, world_dir
+from vlmsweep.config.workdir import WorkDir
 from vlmsweep.data.stream import _tools, prepare_row
 from vlmsweep.train.stage import prep_spec
 
@@ -55,7 +56,7 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
         images = [(self.image_folder / p).read_bytes() for p in paths]
         row = {"id": rec["id"], "images": images,
                "conversations": [{"role": self.ROLES[t["from"]], "text": t["value"]} for t in rec["conversations"]]}
-        tokenizer, processor, aspect = _tools(self.vision_json, self.llm_json, self.spec.preset_root)
+        tokenizer, processor, aspect = _tools(self.vision_json, self.llm_json, self.spec.work)
         return prepare_row(row, self.spec, tokenizer, processor, aspect)
 
 
@@ -104,11 +105,10 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_variant(ROOT / "experiments/smoke/variant.yaml", {"data": {"synthetic": {"size": args.size}}})
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        presets = str(work / "presets")
-        splits = ensure_splits(cfg.data, work / "data")
-        spec = prep_spec(cfg, 1, presets)
-        llava = world_dir(cfg.data, work / "data") / "llava"
+        work = WorkDir.at(tmp)
+        splits = ensure_splits(cfg.data, work)
+        spec = prep_spec(cfg, 1, work)
+        llava = Path(world_dir(cfg.data, work)) / "llava"
         vision_json, llm_json = cfg.model.vision.model_dump_json(), cfg.model.llm.model_dump_json()
         dataset = LlavaJsonDataset(llava / "instruct.json", llava / "images", spec, vision_json, llm_json)
         n = min(args.samples, len(dataset))

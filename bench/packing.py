@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vlmsweep.config.load import load_variant
+from vlmsweep.config.workdir import WorkDir
 from vlmsweep.data.packing import Row, Sample, collate, pack
 from vlmsweep.data.prepare import ensure_splits
 from vlmsweep.data.shards import iter_samples
@@ -33,11 +34,11 @@ from vlmsweep.train.stage import prep_spec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def prepared_samples(cfg, stage_index: int, work: Path, n: int) -> tuple[list[Sample], tuple]:
-    splits = ensure_splits(cfg.data, work / "data")
-    spec = prep_spec(cfg, stage_index, str(work / "presets"))
+def prepared_samples(cfg, stage_index: int, work: WorkDir, n: int) -> tuple[list[Sample], tuple]:
+    splits = ensure_splits(cfg.data, work)
+    spec = prep_spec(cfg, stage_index, work)
     tokenizer, processor, aspect = _tools(cfg.model.vision.model_dump_json(), cfg.model.llm.model_dump_json(),
-                                          str(work / "presets"))
+                                          work.uri)
     out = []
     for row in iter_samples(splits[cfg.recipe.stages[stage_index].split]):
         p = prepare_row(row, spec, tokenizer, processor, aspect)
@@ -78,7 +79,7 @@ def main() -> None:
 
     cfg = load_variant(ROOT / "experiments/smoke/variant.yaml", {"data": {"synthetic": {"size": "small"}}})
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = WorkDir.at(tmp)
         samples, image_shape = prepared_samples(cfg, 1, work, args.samples)
         print(f"model: {cfg.model.vision.family} → {cfg.model.connector.name} → {cfg.model.llm.family} "
               f"(tiny presets), finetune stage, {len(samples)} world SFT samples "
@@ -97,7 +98,7 @@ def main() -> None:
             results = {}
             for name, batches in (("padded", baseline), ("packed", packed)):
                 torch.manual_seed(0)
-                vlm = build_vlm(cfg.model, str(work / "presets"))
+                vlm = build_vlm(cfg.model, work.model_root())
                 groups, _ = apply_tuning(vlm, cfg.recipe.stages[1])
                 results[name] = train(vlm, groups, list(islice(batches, args.steps + 2)), 1, image_shape)
             p, b = results["packed"], results["padded"]

@@ -13,7 +13,7 @@ from vlmsweep.data.packing import pack
 from vlmsweep.data.stream import PREPARED_SCHEMA, PrepSpec, StreamState, iter_samples
 
 SHAPE = (3, 2, 2)
-SPEC = PrepSpec(vision={}, llm={}, preset_root="", template="vicuna", image_tokens=1, image_shape=SHAPE,
+SPEC = PrepSpec(vision={}, llm={}, work="", template="vicuna", image_tokens=1, image_shape=SHAPE,
                 max_length=64, overlong="truncate")
 
 

@@ -57,15 +57,15 @@ def test_a_rebuilt_zoo_artifact_gives_new_ids(tmp_path):
     change the stage ids, or stages trained on the old weights would be reused."""
     work = WorkDir.at(tmp_path)
     zoo_cfg = cfg(**{"model.vision.checkpoint": "zoo:siglip"})
-    assert weights_identity(zoo_cfg, str(work.presets)) == {"vision": "unbuilt"}
-    assert weights_identity(cfg(), str(work.presets)) == {}  # presets and Hub names: no key
+    assert weights_identity(zoo_cfg, work) == {"vision": "unbuilt"}
+    assert weights_identity(cfg(), work) == {}  # presets and Hub names: no key
     ids = []
     for key in ("key-a", "key-b"):
         artifact = tmp_path / "zoo" / "siglip"
         artifact.mkdir(parents=True, exist_ok=True)
         (artifact / ".complete").touch()
         (artifact / "zoo.json").write_text(f'{{"key": "{key}"}}')
-        weights = weights_identity(zoo_cfg, str(work.presets))
+        weights = weights_identity(zoo_cfg, work)
         assert weights == {"vision": key}
         ids.append(stage_id(zoo_cfg, 0, "data", weights))
     assert ids[0] != ids[1]

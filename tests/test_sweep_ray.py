@@ -53,7 +53,7 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(grid_file, tmp_p
     pretrain = next(s for s in plan.stages.values() if s.name == "pretrain")
     assert pretrain.variants == ["base", "share"]
 
-    env = {**os.environ, "VLMSWEEP_WORK_DIR": str(work.root), "MLFLOW_TRACKING_URI": work.tracking_uri}
+    env = {**os.environ, "VLMSWEEP_WORK_DIR": work.uri, "MLFLOW_TRACKING_URI": work.tracking_uri}
     driver = subprocess.Popen([sys.executable, "-m", "vlmsweep.cli", "sweep", str(grid_file), "--retries", "0"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300

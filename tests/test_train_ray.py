@@ -55,7 +55,7 @@ def variant_run(work, monkeypatch_module):
     """The whole variant (pretrain → finetune) through the same path as `vlmsweep run`."""
     from vlmsweep.sweep.variant import run_variant
 
-    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work.root / 'mlflow.db'}")
+    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work.local_root / 'mlflow.db'}")
     cfg = tiny_variant()
     return cfg, run_variant(cfg, work, log=lambda *_: None)
 
@@ -109,11 +109,11 @@ def test_finetune_starts_from_the_pretrained_connector(variant_run, work):
     cfg, result = variant_run
     pretrain_dir = result.stages[0].out_dir
     saved = load_file(str(Path(pretrain_dir) / "connector.safetensors"))
-    vlm, _, _ = build_stage_model(cfg, 1, str(work.presets), pretrain_dir)
+    vlm, _, _ = build_stage_model(cfg, 1, work.model_root(), pretrain_dir)
     for name, tensor in vlm.connector.state_dict().items():
         assert torch.equal(tensor, saved[name]), name
     # and not merely the seed's fresh init
-    fresh, _, _ = build_stage_model(cfg, 1, str(work.presets), None)
+    fresh, _, _ = build_stage_model(cfg, 1, work.model_root(), None)
     assert not all(torch.equal(a, b) for a, b in zip(fresh.connector.state_dict().values(), saved.values()))
 
 
@@ -131,13 +131,12 @@ def test_worker_killed_mid_stage_resumes_from_checkpoint_exactly(work, variant_r
     checkpoint (step 4, or step 2 when the step-4 report had not been registered yet: Ray
     registers a checkpoint up to one poll interval after the report). Model, optimizer, lr
     progress and data position all resume: the result equals an uninterrupted run."""
-    splits = ensure_splits(tiny_variant().data, work.data)
+    splits = ensure_splits(tiny_variant().data, work)
     outputs = {}
     for label, fail in (("clean", None), ("killed", 5)):
         cfg = tiny_variant(fail_at_step=fail, checkpoint_every=2, max_failures=1)
-        out = work.stages / f"resume-{label}-{stage_id(cfg, 0, data_identity(splits))}"
-        result = run_stage(cfg, 0, shard_dir=splits["captions"], out_dir=str(out), init_dir=None,
-                           preset_root=str(work.presets), storage_path=str(work.ray_storage))
+        out = Path(work.stages) / f"resume-{label}-{stage_id(cfg, 0, data_identity(splits))}"
+        result = run_stage(cfg, 0, work=work, shard_dir=splits["captions"], out_dir=str(out), init_dir=None)
         outputs[label] = (out, result.summary)
     clean, killed = outputs["clean"], outputs["killed"]
     assert (killed[0] / ".failure_injected").exists()
@@ -156,8 +155,8 @@ def test_stage_trains_from_ingested_llava_json_and_reports_unusable_samples(work
     from vlmsweep.data.ingest import ingest_llava
     from vlmsweep.data.prepare import world_dir
 
-    ensure_splits(tiny_variant().data, work.data)
-    world = world_dir(tiny_variant().data, work.data) / "llava"
+    ensure_splits(tiny_variant().data, work)
+    world = Path(world_dir(tiny_variant().data, work)) / "llava"
     records = json.loads((world / "instruct.json").read_text())[:48]
     too_long = [{"id": f"long-{k}", "conversations": [{"from": "human", "value": "Tell me everything."},
                                                        {"from": "gpt", "value": "word " * 400}]} for k in range(3)]
@@ -173,9 +172,8 @@ def test_stage_trains_from_ingested_llava_json_and_reports_unusable_samples(work
                    "recipe": "single_stage",
                    "training": {"steps": 3, "global_batch": 4, "micro_batch": 1, "workers": 2, "cpus_per_worker": 0.5,
                                 "max_length": 384, "overlong": "drop", "checkpoint_every": 10, "lr": 1e-3}})
-    out = work.stages / "ingested-single-stage"
-    result = run_stage(cfg, 0, shard_dir=str(tmp_path / "shards"), out_dir=str(out), init_dir=None,
-                       preset_root=str(work.presets), storage_path=str(work.ray_storage))
+    out = Path(work.stages) / "ingested-single-stage"
+    result = run_stage(cfg, 0, work=work, shard_dir=str(tmp_path / "shards"), out_dir=str(out), init_dir=None)
     assert result.summary["steps"] == 3
     skipped = json.loads((out / "skipped.json").read_text())
     # the three planted ones, plus any world sample over 384 byte-level tokens

@@ -18,6 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlmsweep import storage
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 # Same marker as vlmsweep.IMAGE_MARKER; repeated here because data/ only imports config.
@@ -231,46 +233,51 @@ def write_shards(samples: Iterable[dict], out_dir: str | Path, *, max_rows_per_s
 
 
 def read_manifest(shard_dir: str | Path) -> dict:
-    """The manifest of a finished shard dir; FileNotFoundError/ValueError naming the path."""
-    d = Path(shard_dir)
-    if not d.is_dir():
-        raise FileNotFoundError(f"shard dir {str(d)!r} does not exist or is not a directory")
-    path = d / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(d)!r} is not a shard dir (or its write never finished): "
-                                f"no {MANIFEST} at {str(path)!r}")
+    """The manifest of a finished shard dir (a path or URI); FileNotFoundError/ValueError naming it."""
+    d = str(shard_dir)
+    path = storage.join(d, MANIFEST)
     try:
-        manifest = json.loads(path.read_text())
+        text = storage.read_text(path)
+    except FileNotFoundError:
+        if not storage.is_dir(d):
+            raise FileNotFoundError(f"shard dir {d!r} does not exist or is not a directory") from None
+        raise FileNotFoundError(f"{d!r} is not a shard dir (or its write never finished): "
+                                f"no {MANIFEST} at {path!r}") from None
+    except IsADirectoryError:
+        raise FileNotFoundError(f"{d!r} is not a shard dir: {path!r} is a directory") from None
+    try:
+        manifest = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{str(path)!r} is not valid JSON: {e}") from None
+        raise ValueError(f"{path!r} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict):
-        raise ValueError(f"{str(path)!r}: expected a JSON object")
+        raise ValueError(f"{path!r}: expected a JSON object")
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{str(path)!r}: schema_version {manifest.get('schema_version')!r}, "
+        raise ValueError(f"{path!r}: schema_version {manifest.get('schema_version')!r}, "
                          f"this reader understands {SCHEMA_VERSION}")
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not all(
             isinstance(s, dict) and isinstance(s.get("file"), str) and isinstance(s.get("rows"), int)
             for s in shards):
-        raise ValueError(f"{str(path)!r}: 'shards' must be a list of {{file, rows, bytes}}")
+        raise ValueError(f"{path!r}: 'shards' must be a list of {{file, rows, bytes}}")
     if manifest.get("rows") != sum(s["rows"] for s in shards):
-        raise ValueError(f"{str(path)!r}: 'rows' {manifest.get('rows')!r} != sum of shard rows")
+        raise ValueError(f"{path!r}: 'rows' {manifest.get('rows')!r} != sum of shard rows")
     return manifest
 
 
 def shard_files(shard_dir: str | Path) -> list[str]:
-    """Absolute, sorted paths of the shards the manifest lists (each must exist)."""
-    d = Path(shard_dir).resolve()
-    paths = sorted(str(d / s["file"]) for s in read_manifest(d)["shards"])
+    """Sorted locations (absolute paths or URIs) of the shards the manifest lists (each must exist)."""
+    d = storage.normalize(shard_dir)
+    paths = sorted(storage.join(d, s["file"]) for s in read_manifest(d)["shards"])
     for p in paths:
-        if not os.path.isfile(p):
-            raise FileNotFoundError(f"shard {p!r} listed in {str(d / MANIFEST)!r} is missing")
+        if not storage.is_file(p):
+            raise FileNotFoundError(f"shard {p!r} listed in {storage.join(d, MANIFEST)!r} is missing")
     return paths
 
 
 def iter_samples(shard_dir: str | Path) -> Iterator[dict]:
     """Every sample in manifest order as plain dicts (for tools and tests, not training)."""
     for path in shard_files(shard_dir):
-        pf = pq.ParquetFile(path)
+        fs, inner = storage.filesystem(path)
+        pf = pq.ParquetFile(fs.open_input_file(inner))
         for batch in pf.iter_batches(batch_size=_ROW_GROUP):
             yield from batch.to_pylist()

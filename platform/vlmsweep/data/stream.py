@@ -25,6 +25,7 @@ import pyarrow as pa
 from PIL import Image
 
 from vlmsweep.config.schema import LLMConfig, VisionConfig
+from vlmsweep.config.workdir import WorkDir
 from vlmsweep.models.llm import load_tokenizer
 from vlmsweep.models.vision import load_image_processor, preprocess_images
 
@@ -45,7 +46,7 @@ class PrepSpec:
 
     vision: dict
     llm: dict
-    preset_root: str
+    work: str               # the work dir URI: each task finds the models on its own node through it
     template: str
     image_tokens: int
     image_shape: tuple[int, int, int]
@@ -54,11 +55,12 @@ class PrepSpec:
 
 
 @lru_cache(maxsize=4)
-def _tools(vision_json: str, llm_json: str, preset_root: str):
+def _tools(vision_json: str, llm_json: str, work_uri: str):
     # loaded once per Ray worker process, reused by every batch it preprocesses
     vision = VisionConfig.model_validate_json(vision_json)
     llm = LLMConfig.model_validate_json(llm_json)
-    return load_tokenizer(llm, preset_root), load_image_processor(vision, preset_root), vision.image_aspect
+    model_root = WorkDir(work_uri).model_root()
+    return load_tokenizer(llm, model_root), load_image_processor(vision, model_root), vision.image_aspect
 
 
 def prepare_row(row: dict, spec: PrepSpec, tokenizer, processor, aspect: str) -> dict:
@@ -87,7 +89,7 @@ def prepare_row(row: dict, spec: PrepSpec, tokenizer, processor, aspect: str) ->
 def prepare_table(table: pa.Table, spec: PrepSpec) -> pa.Table:
     tokenizer, processor, aspect = _tools(
         VisionConfig.model_validate(spec.vision).model_dump_json(),
-        LLMConfig.model_validate(spec.llm).model_dump_json(), spec.preset_root)
+        LLMConfig.model_validate(spec.llm).model_dump_json(), spec.work)
     rows = [prepare_row(r, spec, tokenizer, processor, aspect) for r in table.to_pylist()]
     # columns straight from numpy: converting pixel arrays element by element would cost
     # more than the preprocessing itself

@@ -8,9 +8,12 @@ be traced to the answers behind it.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
+from vlmsweep import storage
 from vlmsweep.config.errors import ConfigError
 
 from .benchmarks import get_benchmark
@@ -71,8 +74,20 @@ def evaluate_model(model: LoadedModel, benches: list[str], data_dir: str | Path,
 def evaluate(stage_dir: str | Path, benches: list[str], data_dir: str | Path, out_dir: str | Path,
              preset_root: str | Path, batch_size: int = 16, max_new_tokens: int = 32, log=print,
              judge=None) -> dict[str, dict]:
-    return evaluate_model(load_checkpoint(stage_dir, preset_root), benches, data_dir, out_dir,
-                          batch_size, max_new_tokens, log, judge)
+    """Evaluate a stage output; `data_dir` and `out_dir` may be work-dir URIs: benchmark files are
+    read from a node-local copy, and results are written locally, then uploaded."""
+    data_local = storage.local_copy(str(data_dir), f"bench/{data_dir}")
+    remote_out = storage.is_remote(str(out_dir))
+    local_out = Path(tempfile.mkdtemp(prefix="eval-")) if remote_out else Path(out_dir)
+    try:
+        results = evaluate_model(load_checkpoint(stage_dir, preset_root), benches, data_local, local_out,
+                                 batch_size, max_new_tokens, log, judge)
+        if remote_out:
+            storage.upload_dir(local_out, str(out_dir))
+    finally:
+        if remote_out:
+            shutil.rmtree(local_out, ignore_errors=True)
+    return results
 
 
 def flat_metrics(results: dict[str, dict]) -> dict[str, float]:

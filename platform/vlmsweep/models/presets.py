@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vlmsweep.config.errors import ConfigError
+from vlmsweep.config.workdir import ZOO_INFO  # written by `vlmsweep zoo build` next to each artifact
 
 
 def preset_dir(root: str | Path, kind: str, family: str) -> Path:
@@ -39,7 +40,6 @@ def materialize(target: Path, write: Callable[[Path], None]) -> Path:
     return target
 
 
-ZOO_INFO = "zoo.json"  # written by `vlmsweep zoo build` next to each artifact; "key" = its content key
 
 
 class ZooNotBuiltError(ConfigError):

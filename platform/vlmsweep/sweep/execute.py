@@ -17,19 +17,18 @@ from .plan import StageNode
 def execute_stage(node: StageNode, nodes: dict[str, StageNode], work: WorkDir, sink=None,
                   callbacks: list | None = None) -> dict:
     """Train or evaluate `node`; returns its summary (what the manifest / results hold)."""
-    from pathlib import Path
-
+    from vlmsweep import storage
     from vlmsweep.eval.run import evaluate, flat_metrics, make_judge
     from vlmsweep.train.stage import run_stage
 
     init = nodes[node.inputs[0]].out_dir if node.inputs else None
     if node.kind == "train":
-        result = run_stage(node.cfg, node.index, shard_dir=node.split_dir, out_dir=node.out_dir, init_dir=init,
-                           preset_root=str(work.presets), storage_path=str(work.ray_storage),
-                           sink=sink, callbacks=callbacks or [])
+        result = run_stage(node.cfg, node.index, work=work, shard_dir=node.split_dir, out_dir=node.out_dir,
+                           init_dir=init, sink=sink, callbacks=callbacks or [])
         return result.summary
     e = node.cfg.eval
-    results = evaluate(init, e.benchmarks, node.split_dir, node.out_dir, work.presets, batch_size=e.batch_size,
+    results = evaluate(init, e.benchmarks, node.split_dir, node.out_dir, work.model_root(), batch_size=e.batch_size,
                        max_new_tokens=e.max_new_tokens, log=lambda *_: None, judge=make_judge(e.judge))
-    (Path(node.out_dir) / "results.json").write_text(json.dumps(results, default=str))
+    # written last: its presence is what marks the eval stage done (StageNode.done)
+    storage.write_text(storage.join(node.out_dir, "results.json"), json.dumps(results, default=str))
     return {"eval": flat_metrics(results)}

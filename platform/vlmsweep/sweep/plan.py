@@ -13,13 +13,12 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-
+from vlmsweep import storage
 from vlmsweep.config.errors import ConfigError
 from vlmsweep.config.grid import Grid
 from vlmsweep.config.schema import VariantConfig
 from vlmsweep.config.workdir import WorkDir
-from vlmsweep.data.prepare import data_identity, ensure_splits, world_dir
+from vlmsweep.data.prepare import data_identity, ensure_splits, world_dir, world_name
 from vlmsweep.train.stage import stage_id, weights_identity
 from vlmsweep.train.stage_output import is_complete
 
@@ -37,7 +36,7 @@ class StageNode:
     variants: list[str] = field(default_factory=list)
 
     def done(self) -> bool:
-        return is_complete(self.out_dir) if self.kind == "train" else (Path(self.out_dir) / "results.json").is_file()
+        return is_complete(self.out_dir) if self.kind == "train" else storage.is_file(storage.join(self.out_dir, "results.json"))
 
 
 @dataclass
@@ -73,7 +72,7 @@ def make_plan(grid: Grid, work: WorkDir, dry_run: bool = False) -> Plan:
     for variant in grid.variants:
         cfg = variant.config
         try:
-            splits = ensure_splits(cfg.data, work.data)  # cheap once generated; the plan needs content hashes
+            splits = ensure_splits(cfg.data, work)  # cheap once generated; the plan needs content hashes
             identity = data_identity(splits)
         except ConfigError as err:
             if not dry_run:
@@ -84,18 +83,22 @@ def make_plan(grid: Grid, work: WorkDir, dry_run: bool = False) -> Plan:
                       for f, m in err.problems]
         data[identity] = splits
         chain, previous = [], None
-        weights = weights_identity(cfg, str(work.presets))
+        weights = weights_identity(cfg, work)
         for index, stage in enumerate(cfg.recipe.stages):
             sid = f"{stage.name}-{stage_id(cfg, index, identity, weights)}"
-            node = stages.setdefault(sid, StageNode(sid, "train", stage.name, cfg, index, str(work.stages / sid),
+            node = stages.setdefault(sid, StageNode(sid, "train", stage.name, cfg, index, work.path("stages", sid),
                                                     [previous] if previous else [], splits[stage.split]))
             node.variants.append(variant.name)
             chain.append(sid)
             previous = sid
         if cfg.eval.benchmarks:
-            bench_root = os.path.expandvars(cfg.eval.data) if cfg.eval.data else str(world_dir(cfg.data, work.data) / "bench")
-            eid = f"eval-{eval_id(previous, cfg, bench_root)}"
-            node = stages.setdefault(eid, StageNode(eid, "eval", "eval", cfg, -1, str(work.stages / eid),
+            bench_root = (storage.normalize(os.path.expandvars(cfg.eval.data)) if cfg.eval.data
+                          else storage.join(world_dir(cfg.data, work), "bench"))
+            # the world's sets are named by their content (generator version, size, seed), not by
+            # where this work dir happens to be; a user's benchmark dir is named by its path
+            bench_identity = cfg.eval.data or f"world:{world_name(cfg.data)}"
+            eid = f"eval-{eval_id(previous, cfg, bench_identity)}"
+            node = stages.setdefault(eid, StageNode(eid, "eval", "eval", cfg, -1, work.path("stages", eid),
                                                     [previous], bench_root))
             node.variants.append(variant.name)
             chain.append(eid)

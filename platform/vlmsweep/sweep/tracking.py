@@ -24,6 +24,8 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+from vlmsweep import storage
+
 EXPERIMENT = "vlmsweep"
 MAX_PARAM = 6000  # MLflow's limit on a param value
 
@@ -114,8 +116,9 @@ class Tracker:
             for i in range(0, len(batch), 500):
                 self.client.log_batch(run, metrics=batch[i:i + 500])
         self.client.set_tag(run_id, "vlmsweep.reused", str(reused))
-        for path in sorted(Path(out_dir).glob("*.json")):
-            self.client.log_artifact(run_id, str(path), artifact_path="eval")
+        for name in storage.list_dir(out_dir):
+            if name.endswith(".json"):
+                self._log_text(run_id, storage.read_text(storage.join(out_dir, name)), name, artifact_path="eval")
 
     # --- sweeps: one parent, one child per variant (found again on resume), stages nested ---
 
@@ -194,8 +197,9 @@ class Tracker:
         for run in variant_runs:
             self._log_metrics(run, {f"{node.name}/{k}": v for k, v in metrics.items()})
         for name in ("manifest.json", "skipped.json", "config.yaml"):
-            if (Path(node.out_dir) / name).is_file():
-                self.client.log_artifact(stage_run, str(Path(node.out_dir) / name))
+            location = storage.join(node.out_dir, name)
+            if storage.is_file(location):
+                self._log_text(stage_run, storage.read_text(location), name)
 
     def end(self, run_id: str, status: str, error: str | None = None, metrics: dict | None = None) -> None:
         if metrics:
@@ -222,8 +226,8 @@ class Tracker:
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=items[i:i + 100])
 
-    def _log_text(self, run_id: str, text: str, name: str) -> None:
+    def _log_text(self, run_id: str, text: str, name: str, artifact_path: str | None = None) -> None:
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, name)
             Path(path).write_text(text)
-            self.client.log_artifact(run_id, path)
+            self.client.log_artifact(run_id, path, artifact_path=artifact_path)

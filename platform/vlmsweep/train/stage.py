@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from vlmsweep import storage
 from vlmsweep.config.schema import VariantConfig
+from vlmsweep.config.workdir import WorkDir
 from vlmsweep.data.shards import read_manifest as read_shard_manifest
 from vlmsweep.data.stream import PrepSpec, rank_datasets
 from vlmsweep.data.tokenize import LABELS_VERSION
@@ -51,20 +52,24 @@ def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict |
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def weights_identity(cfg: VariantConfig, preset_root: str) -> dict:
+def weights_identity(cfg: VariantConfig, work: WorkDir) -> dict:
     """{component: content key} for zoo:<name> checkpoints ("unbuilt" before `vlmsweep zoo build`)."""
+    if not any((m.checkpoint or "").startswith("zoo:") for m in (cfg.model.vision, cfg.model.llm)):
+        return {}
+    preset_root = work.model_root()
     return {part: zoo_key(m.checkpoint, preset_root) or "unbuilt"
             for part, m in (("vision", cfg.model.vision), ("llm", cfg.model.llm))
             if (m.checkpoint or "").startswith("zoo:")}
 
 
-def prep_spec(cfg: VariantConfig, index: int, preset_root: str) -> PrepSpec:
+def prep_spec(cfg: VariantConfig, index: int, work: WorkDir) -> PrepSpec:
     stage = cfg.recipe.stages[index]
+    preset_root = work.model_root()
     geometry = vision_geometry(cfg.model.vision, preset_root)
     size = vision_config(cfg.model.vision, preset_root).image_size
     return PrepSpec(
         vision=cfg.model.vision.model_dump(mode="json"), llm=cfg.model.llm.model_dump(mode="json"),
-        preset_root=preset_root,
+        work=work.uri,
         template="plain" if stage.template == "plain" else chat_template(cfg),
         image_tokens=connector_output_tokens(cfg.model.connector.name, geometry.num_tokens,
                                              dict(cfg.model.connector.options)),
@@ -79,9 +84,11 @@ class StageResult:
     summary: dict
 
 
-def run_stage(cfg: VariantConfig, index: int, *, shard_dir: str, out_dir: str, init_dir: str | None,
-              preset_root: str, storage_path: str, sink=None, callbacks: list | None = None) -> StageResult:
-    """Train stage `index` of the variant from `init_dir` (the previous stage's output) into `out_dir`."""
+def run_stage(cfg: VariantConfig, index: int, *, work: WorkDir, shard_dir: str, out_dir: str, init_dir: str | None,
+              sink=None, callbacks: list | None = None) -> StageResult:
+    """Train stage `index` of the variant from `init_dir` (the previous stage's output) into `out_dir`
+    (locations in `work`); Ray Train keeps its checkpoints in the work dir's `ray/`, so a worker group
+    restarted on other nodes resumes from them."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -91,13 +98,14 @@ def run_stage(cfg: VariantConfig, index: int, *, shard_dir: str, out_dir: str, i
     if is_complete(out_dir):
         return StageResult(stage.name, out_dir, True, read_manifest(out_dir))
     t = stage.training
-    spec = prep_spec(cfg, index, preset_root)
-    tokenizer = load_tokenizer(cfg.model.llm, preset_root)
+    spec = prep_spec(cfg, index, work)
+    tokenizer = load_tokenizer(cfg.model.llm, work.model_root())
     job = {"variant": cfg.model_dump(mode="json"), "stage_index": index, "stage": stage.model_dump(mode="json"),
-           "prep": asdict(spec), "preset_root": preset_root, "init_dir": init_dir, "out_dir": out_dir,
+           "prep": asdict(spec), "work": work.uri, "init_dir": init_dir, "out_dir": out_dir,
            "dataset": "train", "total_rows": read_shard_manifest(shard_dir)["rows"],
            "pad_id": tokenizer.pad_token_id, "sink": sink}
     datasets = rank_datasets(shard_dir, t.workers, spec, prefix="train")
+    storage_path, storage_fs = storage.ray_storage(work.ray_storage)
     # each worker reads the dataset named for its rank: the loop asks for "train_rank{r}"
     trainer = TorchTrainer(
         _per_rank(train_stage),
@@ -107,7 +115,7 @@ def run_stage(cfg: VariantConfig, index: int, *, shard_dir: str, out_dir: str, i
                                                            **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})}),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=[]),
-        run_config=RunConfig(name=f"{Path(out_dir).name}", storage_path=storage_path,
+        run_config=RunConfig(name=storage.name(out_dir), storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=t.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or []),
     )

@@ -12,13 +12,14 @@ import json
 import os
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from vlmsweep import storage
 from vlmsweep.config.load import dump_resolved
 from vlmsweep.config.schema import VariantConfig
+from vlmsweep.config.workdir import WorkDir
 from vlmsweep.data.batching import StepAssembler
 from vlmsweep.data.packing import collate, pack
 from vlmsweep.data.stream import PrepSpec, StreamState, iter_samples
@@ -54,10 +55,11 @@ def _all_sum(values: list[float]) -> list[float]:
 def _maybe_fail(job: dict, step: int, rank: int, world: int) -> None:
     """Test hook: the last rank dies hard once at `fail_at_step`, as a crashed worker would."""
     at = job["stage"]["training"]["fail_at_step"]
-    marker = Path(job["out_dir"]) / ".failure_injected"
-    if at is not None and step == at and rank == world - 1 and not marker.exists():
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+    if at is None or step != at or rank != world - 1:
+        return
+    marker = storage.join(job["out_dir"], ".failure_injected")
+    if not storage.exists(marker):
+        storage.write_text(marker, "")
         os._exit(1)
 
 
@@ -75,7 +77,7 @@ def train_stage(job: dict) -> dict:
     sink = job.get("sink") if rank == 0 else None
     pad_id = int(job["pad_id"])
 
-    vlm, groups, tune_rows = build_stage_model(cfg, index, job["preset_root"], job["init_dir"])
+    vlm, groups, tune_rows = build_stage_model(cfg, index, WorkDir(job["work"]).model_root(), job["init_dir"])
     if rank == 0:
         print(f"[{stage.name}] what trains:\n{format_summary(tune_rows)}", flush=True)
     engine = build_engine(vlm, groups, t)
@@ -187,9 +189,7 @@ def _finish(job, cfg, stage, engine, vlm, stream, rank, tune_rows, summary) -> d
                    tuning=[row.__dict__ for row in tune_rows])
     with full_parameters(engine):
         if rank == 0:
-            Path(job["out_dir"]).mkdir(parents=True, exist_ok=True)
-            (Path(job["out_dir"]) / "skipped.json").write_text(json.dumps(skipped, indent=1))
-            save_stage(vlm, job["out_dir"], stage=stage.name,
+            save_stage(vlm, job["out_dir"], stage=stage.name, files={"skipped.json": json.dumps(skipped, indent=1)},
                        modes={c: tc.mode for c, tc in stage.components().items()}, init_dir=job["init_dir"],
                        config_yaml=dump_resolved(cfg), summary={k: v for k, v in summary.items() if k != "skipped_ids"})
     if dist.is_initialized():
