@@ -109,3 +109,44 @@ def test_world_shards_on_s3_read_like_local_ones(s3, tmp_path, cache):
     # the world.json marker went up last, and the benchmark sets came with it
     assert json.loads(storage.read_text(storage.join(remote[split], "..", "world.json").replace("/instruct/..", "")))
     assert storage.is_dir(storage.join(remote[split].rsplit("/", 1)[0], "bench", "pope"))
+
+
+def test_a_stage_trains_from_s3_shards_into_s3_and_loads_back(s3, tmp_path, cache):
+    """Shards, the stage output and Ray Train's checkpoints all in the bucket: nothing of the
+    run under a local work dir, only the node's declared cache."""
+    import ray
+    import torch
+    from safetensors.torch import load_file
+
+    from vlmsweep.config.load import resolve
+    from vlmsweep.sweep.ray_cluster import ensure_ray
+    from vlmsweep.train.stage import run_stage
+    from vlmsweep.train.stage_output import is_complete, local_stage, read_config, read_manifest as stage_manifest
+    from vlmsweep.train.worker import build_stage_model
+
+    cfg = resolve({"name": "s3-stage", "data": {"synthetic": {"size": "tiny", "image_size": 32}}, "recipe": "base",
+                   "training": {"steps": 3, "global_batch": 4, "micro_batch": 1, "workers": 2, "cpus_per_worker": 0.5,
+                                "max_length": 384, "checkpoint_every": 2}})
+    work = WorkDir.at(f"{s3}/train")
+    splits = ensure_splits(cfg.data, work)
+    out = work.path("stages", "pretrain-s3")
+    ensure_ray(num_cpus=2)
+    try:
+        result = run_stage(cfg, 0, work=work, shard_dir=splits["captions"], out_dir=out, init_dir=None)
+    finally:
+        ray.shutdown()
+    assert result.summary["steps"] == 3 and is_complete(out)
+    assert stage_manifest(out)["components"]["connector"]["weights"] == "connector.safetensors"
+    assert read_config(out).name == "s3-stage"
+    keys = storage.list_dir(out)
+    assert {"manifest.json", "connector.safetensors", "config.yaml", "skipped.json"} <= set(keys)
+    # Ray Train's run state and the step-2 checkpoint went to the bucket too
+    assert storage.list_dir(work.path("ray", "pretrain-s3"))
+    # the next stage starts from the bucket's copy, fetched once into the node cache
+    copy = local_stage(out)
+    assert str(copy).startswith(str(cache))
+    vlm, _, _ = build_stage_model(cfg, 1, work.model_root(), out)
+    saved = load_file(str(copy / "connector.safetensors"))
+    for name, tensor in vlm.connector.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    assert not (tmp_path / ".vlmsweep").exists()

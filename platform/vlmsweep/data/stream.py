@@ -139,7 +139,7 @@ def rank_datasets(shard_dir: str, world: int, spec: PrepSpec, prefix: str = "tra
     small = sum(s["bytes"] for s in read_manifest(shard_dir)["shards"]) < MATERIALIZE_BELOW_BYTES
     out = {}
     for rank in range(world):
-        ds = ray.data.read_parquet(files, columns=["id", "images", "conversations"], shuffle=None)
+        ds = ray.data.read_parquet(files, shuffle=None).select_columns(["id", "images", "conversations"])
         if world > 1:
             ds = ds.map_batches(keep_rank, fn_kwargs={"rank": rank, "world": world}, batch_format="pyarrow",
                                 zero_copy_batch=True)
