@@ -4,9 +4,16 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-cluster system-deps clean
 
-setup: $(STAMP)
+setup: system-deps $(STAMP)
+
+# Debian's PostgreSQL: the MLflow tracking server's backend in the cluster tests (tests/realparts.py).
+# Installed only where initdb is missing, and only as root (CI); elsewhere a note says what to run.
+system-deps:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	  else echo "note: PostgreSQL is missing (no initdb); as root: apt-get install postgresql"; fi
 
 # torch first, pinned: here it is a local CPU wheel; an unpinned torch pulled in by another
 # package would be the newest CUDA build (several GB). Re-runs only when pyproject changes.
@@ -22,6 +29,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# the suites that start real parts on 127.0.0.1: a multi-node Ray cluster with token auth, an S3
+# API server (moto), PostgreSQL and an MLflow tracking server
+test-cluster: setup
+	$(PY) -m pytest -q tests/test_realparts.py tests/test_submit.py
 
 clean:
 	rm -rf .vlmsweep .pytest_cache

@@ -96,7 +96,7 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         work = WorkDir.at(args.work_dir)
         grid = _grid(args)
-        notes = check_grid(grid, str(work.presets), offline_ok=True)
+        notes = check_grid(grid, work, offline_ok=True)
         print(describe(make_plan(grid, work, dry_run=True)))
         for note in notes:
             print(f"note: {note}")
@@ -108,9 +108,19 @@ def cmd_report(args) -> int:
     from vlmsweep.config.workdir import WorkDir
     from vlmsweep.report import build_report
 
+    from vlmsweep import storage
+
     work = WorkDir.at(args.work_dir)
-    out = args.out or str(work.root / "reports" / args.sweep)
-    paths = build_report(work.tracking_uri, args.sweep, out)
+    out = args.out or work.path("reports", args.sweep)
+    if storage.is_remote(out):  # written on this machine, then uploaded to the work dir
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as local:
+            build_report(work.tracking_uri, args.sweep, local)
+            storage.upload_dir(local, out)
+        paths = {"markdown": storage.join(out, "report.md"), "html": storage.join(out, "report.html")}
+    else:
+        paths = build_report(work.tracking_uri, args.sweep, out)
     print(f"report: {paths['markdown']}\n        {paths['html']}")
     return 0
 
@@ -121,7 +131,7 @@ def cmd_check(args) -> int:
     from vlmsweep.models.check import check_variant
 
     cfg = _load(args)
-    check_variant(cfg, str(WorkDir.at(args.work_dir).presets))
+    check_variant(cfg, WorkDir.at(args.work_dir).model_root())
     print(dump_resolved(cfg) if args.show else f"{args.config}: ok ({len(cfg.recipe.stages)} stages)")
     return 0
 
@@ -157,6 +167,7 @@ def cmd_data_ingest(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from vlmsweep import storage
     from vlmsweep.config.workdir import WorkDir
     from vlmsweep.eval.run import WORLD_BENCHMARKS, evaluate, format_table
 
@@ -164,17 +175,18 @@ def cmd_eval(args) -> int:
         return _score_answers(args)
     work = WorkDir.at(args.work_dir)
     benches = args.bench.split(",") if args.bench else list(WORLD_BENCHMARKS)
-    data = args.data or str(_world_bench_dir(args.checkpoint, work))
-    out = args.out or str(Path(args.checkpoint) / "eval")
-    results = evaluate(args.checkpoint, benches, data, out, work.presets, batch_size=args.batch_size,
+    data = args.data or _world_bench_dir(args.checkpoint, work)
+    out = args.out or storage.join(storage.normalize(args.checkpoint), "eval")
+    results = evaluate(args.checkpoint, benches, data, out, work.model_root(), batch_size=args.batch_size,
                        max_new_tokens=args.max_new_tokens)
     print(format_table(results))
     print(f"results: {out}/<benchmark>.json")
     return 0
 
 
-def _world_bench_dir(checkpoint: str, work) -> Path:
+def _world_bench_dir(checkpoint: str, work) -> str:
     """The synthetic world's benchmark sets for the data the checkpoint was trained on."""
+    from vlmsweep import storage
     from vlmsweep.data.prepare import ensure_splits, world_dir
     from vlmsweep.train.stage_output import read_config
 
@@ -182,8 +194,8 @@ def _world_bench_dir(checkpoint: str, work) -> Path:
     if cfg.data.source != "synthetic":
         raise ConfigError([("--data", "the checkpoint was not trained on the synthetic world: "
                                       "give the benchmark directory with --data")])
-    ensure_splits(cfg.data, work.data)
-    return world_dir(cfg.data, work.data) / "bench"
+    ensure_splits(cfg.data, work)
+    return storage.join(world_dir(cfg.data, work), "bench")
 
 
 def _score_answers(args) -> int:
@@ -215,13 +227,73 @@ def cmd_zoo_build(args) -> int:
     from vlmsweep.zoo import build_zoo
 
     work = WorkDir.at(args.work_dir)
-    built = build_zoo(work.root, size=args.size)
+    # built on this machine (the zoo trains on a local Ray); a remote work dir gets a copy of each artifact
+    built = build_zoo(work.local_root, size=args.size)
+    if work.is_remote:
+        from vlmsweep import storage
+
+        for name, info in built.items():
+            storage.upload_dir(info["path"], storage.join(work.zoo, name), last="zoo.json")
+            info["path"] = storage.join(work.zoo, name)
     print(f"{'name':<10} {'params':>10} {'final loss':>11}  path")
     for name, info in built.items():
         loss = info.get("final_loss")
         print(f"{name:<10} {info.get('params') or '-':>10} {f'{loss:.3f}' if loss is not None else '-':>11}  "
               f"{info['path']}{'  (cached)' if info.get('cached') else ''}")
     print("use them as checkpoints: zoo:tinyllama, zoo:stablelm, zoo:phi, zoo:clip, zoo:siglip")
+    return 0
+
+
+SUBMIT_HELP = """Submit a grid's sweep to a Ray cluster as a Ray Job (the Jobs API at the cluster's
+dashboard, http://HEAD:8265). vlmsweep itself (py_modules), the grid and the files it extends
+(working_dir), and what the workers need (MLFLOW_TRACKING_URI, AWS_*, VLMSWEEP_*, quiet
+progress) travel in the job's runtime_env. The work dir must be a URI every node reaches
+(s3://, gs://) or an absolute path on a shared mount; MLFLOW_TRACKING_URI must be an http(s)://
+tracking server. One sweep (grid name + work dir) runs as one job at a time: while an attempt is
+pending or running, submit says so and submits nothing; after it ended (driver died, stopped,
+failed), submit starts the next attempt with --resume. Token auth: RAY_AUTH_MODE=token and the
+cluster's token in RAY_AUTH_TOKEN, a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token."""
+
+JOBS_HELP = """The cluster's Ray Jobs: list (vlmsweep's; --all for every job), status ID, logs ID
+[--follow], stop ID. --address is the dashboard (http://HEAD:8265), else $VLMSWEEP_JOBS_ADDRESS,
+else $RAY_API_SERVER_ADDRESS. Token auth as for submit."""
+
+
+def cmd_submit(args) -> int:
+    from vlmsweep.sweep.submit import submit_sweep
+
+    grid = _grid(args)           # the grid, --set and --variant checked here, before anything is sent
+    sub = submit_sweep(args.config, grid.name, address=args.address, work_dir=args.work_dir, sets=args.set,
+                       variant=args.variant, max_concurrent=args.max_concurrent, retries=args.retries)
+    logs = f"vlmsweep jobs logs {sub.submission_id} --follow --address {sub.url}"
+    if sub.already_running:
+        print(f"already running: {sub.submission_id} ({sub.status}) is sweep {grid.name!r} on this work dir; "
+              f"nothing submitted\n  logs: {logs}")
+        return 0
+    print(f"submitted {sub.submission_id} to {sub.url}: sweep {grid.name!r}, attempt {sub.attempt}"
+          f"{' (resuming)' if sub.attempt > 1 else ''}\n  logs: {logs}\n"
+          f"  status: vlmsweep jobs status {sub.submission_id} --address {sub.url}")
+    if args.follow:
+        from vlmsweep.sweep.submit import jobs_client, print_logs
+
+        print_logs(jobs_client(args.address), sub.submission_id, sub.url, follow=True)
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    from vlmsweep.sweep.submit import (jobs_address, jobs_client, job_info, list_table, print_logs, status_text,
+                                       stop_job)
+
+    client = jobs_client(args.address)
+    url = jobs_address(args.address)
+    if args.jobs_command == "list":
+        print(list_table(client, url, every=args.all))
+    elif args.jobs_command == "status":
+        print(status_text(job_info(client, args.job_id, url)))
+    elif args.jobs_command == "logs":
+        print_logs(client, args.job_id, url, follow=args.follow)
+    elif args.jobs_command == "stop":
+        print(f"{args.job_id}: {stop_job(client, args.job_id, url)}")
     return 0
 
 
@@ -303,6 +375,39 @@ def parser() -> argparse.ArgumentParser:
                         "'source', else llava/<file stem>)")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
     ingest.set_defaults(fn=cmd_data_ingest)
+
+    submit = sub.add_parser("submit", help="submit a grid's sweep to a Ray cluster as a Ray Job",
+                            description=SUBMIT_HELP)
+    submit.add_argument("config", help="grid YAML (e.g. experiments/smoke.yaml), or a variant YAML")
+    submit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one field of every variant, e.g. --set training.steps=20 (repeatable)")
+    submit.add_argument("--work-dir", help="where the sweep writes, reached by every node: s3://BUCKET/PREFIX, "
+                        "gs://..., or an absolute path on a shared mount (default: $VLMSWEEP_WORK_DIR)")
+    submit.add_argument("--address", help="the cluster's dashboard / Jobs API, e.g. http://HEAD:8265 "
+                        "(default: $VLMSWEEP_JOBS_ADDRESS, else $RAY_API_SERVER_ADDRESS)")
+    submit.add_argument("--variant", help="run only this variant (by its name)")
+    submit.add_argument("--max-concurrent", type=int, help="at most this many stages at once")
+    submit.add_argument("--retries", type=int, help="retries of a failed stage (default 1)")
+    submit.add_argument("--follow", action="store_true", help="then print the job's log as it grows")
+    submit.set_defaults(fn=cmd_submit)
+
+    jobs = sub.add_parser("jobs", help="list, inspect, follow and stop the sweeps' Ray Jobs", description=JOBS_HELP)
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+
+    def jobs_args(sp):
+        sp.add_argument("--address", help="the cluster's dashboard, e.g. http://HEAD:8265 "
+                        "(default: $VLMSWEEP_JOBS_ADDRESS, else $RAY_API_SERVER_ADDRESS)")
+        sp.set_defaults(fn=cmd_jobs)
+        return sp
+
+    jobs_args(jobs_sub.add_parser("list", help="the cluster's vlmsweep jobs")).add_argument(
+        "--all", action="store_true", help="every job on the cluster, not only vlmsweep's")
+    jobs_args(jobs_sub.add_parser("status", help="a job's status")).add_argument("job_id", help="submission id")
+    logs = jobs_args(jobs_sub.add_parser("logs", help="a job's driver log"))
+    logs.add_argument("job_id", help="submission id")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    jobs_args(jobs_sub.add_parser("stop", help="stop a job (its sweep resumes on the next submit)")).add_argument(
+        "job_id", help="submission id")
     return p
 
 
