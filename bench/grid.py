@@ -5,12 +5,17 @@
           dir (as someone running TinyLLaVA Factory's scripts once per variant would)
 
 Both sides generate their own synthetic world and presets, so neither reuses the other's work.
+For the grid side it also prints each stage's overhead: the stage's wall time (its MLflow
+stage run, from release to the end of its trial) minus its training loop's time (the
+manifest's `wall_s`, logged as `stage/wall_s`). Evaluation stages have no loop: their wall
+time is listed on its own.
 
-    .venv/bin/python bench/grid.py [experiments/smoke.yaml]
+    .venv/bin/python bench/grid.py [experiments/smoke.yaml] [--grid-only]
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,10 +30,16 @@ CLI = [sys.executable, "-m", "vlmsweep.cli"]
 
 def timed(cmd: list[str], work: Path) -> tuple[float, str]:
     start = time.perf_counter()
-    out = subprocess.run(cmd + ["--work-dir", str(work)], capture_output=True, text=True, cwd=ROOT)
+    # each side tracks into its own work dir, so the grid's stage runs can be read back alone
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(work)}
+    out = subprocess.run(cmd + ["--work-dir", str(work)], capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return time.perf_counter() - start, out.stdout
+
+
+def tracking_uri(work: Path) -> str:
+    return f"sqlite:///{work / 'mlflow.db'}"
 
 
 def stage_runs(stdout: str) -> int:
@@ -37,13 +48,47 @@ def stage_runs(stdout: str) -> int:
     return int(line.split(": ", 1)[1].split()[0])
 
 
+def stage_overheads(work: Path) -> list[dict]:
+    """Every stage the sweep ran (not reused): wall (MLflow run start → end), loop (stage/wall_s)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(work))
+    exp = client.get_experiment_by_name("vlmsweep").experiment_id
+    rows = []
+    for run in client.search_runs([exp], "tags.`vlmsweep.kind` = 'stage' and tags.`vlmsweep.reused` = 'False'",
+                                  order_by=["attributes.start_time ASC"]):
+        wall = (run.info.end_time - run.info.start_time) / 1000
+        loop = run.data.metrics.get("stage/wall_s")
+        rows.append({"stage": run.data.tags["vlmsweep.stage_id"], "status": run.info.status, "wall_s": wall,
+                     "loop_s": loop, "overhead_s": wall - loop if loop is not None else None})
+    return rows
+
+
+def print_overheads(rows: list[dict]) -> None:
+    print(f"{'grid stage':<34} {'wall s':>7} {'loop s':>7} {'overhead s':>10}")
+    for r in rows:
+        loop = f"{r['loop_s']:7.1f}" if r["loop_s"] is not None else f"{'-':>7}"
+        over = f"{r['overhead_s']:10.1f}" if r["overhead_s"] is not None else f"{'(eval)':>10}"
+        print(f"{r['stage']:<34} {r['wall_s']:7.1f} {loop} {over}")
+    train = [r["overhead_s"] for r in rows if r["overhead_s"] is not None]
+    evals = [r["wall_s"] for r in rows if r["overhead_s"] is None]
+    if train:
+        print(f"overhead per training stage (wall - loop): mean {sum(train) / len(train):.1f} s, "
+              f"max {max(train):.1f} s over {len(train)} stages")
+    if evals:
+        print(f"evaluation stages: mean wall {sum(evals) / len(evals):.1f} s over {len(evals)} stages")
+
+
 def main() -> None:
-    grid_path = sys.argv[1] if len(sys.argv) > 1 else "experiments/smoke.yaml"
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    grid_only = "--grid-only" in sys.argv[1:]
+    grid_path = args[0] if args else "experiments/smoke.yaml"
     grid = load_any(ROOT / grid_path)
     with tempfile.TemporaryDirectory() as tmp:
         grid_s, grid_out = timed(CLI + ["sweep", grid_path], Path(tmp) / "grid")
+        overheads = stage_overheads(Path(tmp) / "grid")
         alone_s, alone_runs = 0.0, 0
-        for k, variant in enumerate(grid.variants):
+        for k, variant in enumerate([] if grid_only else grid.variants):
             seconds, out = timed(CLI + ["run", grid_path, "--variant", variant.name], Path(tmp) / f"alone{k}")
             alone_s += seconds
             alone_runs += stage_runs(out)
@@ -52,8 +97,11 @@ def main() -> None:
     print(f"{grid.name}: {len(grid.variants)} variants")
     print(f"{'way':<22} {'stage runs':>10} {'wall s':>8}")
     print(f"{'grid (vlmsweep sweep)':<22} {runs:>10} {grid_s:>8.0f}")
-    print(f"{'each variant alone':<22} {alone_runs:>10} {alone_s:>8.0f}")
-    print(f"stage runs saved: {alone_runs - runs}; wall time alone / grid: {alone_s / grid_s:.2f}x")
+    if not grid_only:
+        print(f"{'each variant alone':<22} {alone_runs:>10} {alone_s:>8.0f}")
+        print(f"stage runs saved: {alone_runs - runs}; grid / alone wall time: {grid_s / alone_s:.2f}x "
+              f"(alone / grid: {alone_s / grid_s:.2f}x)")
+    print_overheads(overheads)
 
 
 if __name__ == "__main__":

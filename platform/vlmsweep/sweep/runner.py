@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from vlmsweep import storage
 from vlmsweep.config.errors import ConfigError
 from vlmsweep.config.grid import Grid
 from vlmsweep.config.workdir import WorkDir
@@ -21,9 +22,9 @@ from vlmsweep.models.check import check_variant
 from vlmsweep.train.stage_output import read_manifest
 
 from .plan import Plan, StageNode, describe, make_plan
-from .ray_cluster import ensure_ray
+from .ray_cluster import check_tracking, ensure_ray
 from .tracking import Tracker
-from .tune import run_wave
+from .tune import run_plan
 
 
 @dataclass
@@ -39,9 +40,10 @@ class SweepResult:
     wall_s: float = 0.0
 
 
-def check_grid(grid: Grid, preset_root: str, offline_ok: bool = False) -> list[str]:
+def check_grid(grid: Grid, work: WorkDir, offline_ok: bool = False) -> list[str]:
     """Every variant's errors at once, before anything starts; returns notes on what went unchecked."""
     problems, notes = [], []
+    preset_root = work.model_root()
     for variant in grid.variants:
         try:
             notes += check_variant(variant.config, preset_root, offline_ok=offline_ok)
@@ -60,16 +62,20 @@ def sweep_id(grid: Grid) -> str:
 def _summary(node: StageNode) -> dict:
     if node.kind == "train":
         return read_manifest(node.out_dir)
-    return {"eval": flat_metrics(json.loads((Path(node.out_dir) / "results.json").read_text()))}
+    return {"eval": flat_metrics(json.loads(storage.read_text(storage.join(node.out_dir, "results.json"))))}
 
 
 def run_sweep(grid: Grid, work: WorkDir, *, address: str | None = None, max_concurrent: int | None = None,
               resume: bool = False, retries: int = 1, log=print) -> SweepResult:
     started = time.perf_counter()
-    check_grid(grid, str(work.presets))
+    # an existing cluster (an address, or this driver running as a Ray Job) needs a tracking
+    # server: refused before anything is planned, uploaded or trained
+    check_tracking(work.tracking_uri, multi_node=bool(address or os.environ.get("RAY_ADDRESS")))
+    check_grid(grid, work)
     plan = make_plan(grid, work)
     log(describe(plan))
     ensure_ray(address)
+    check_tracking(work.tracking_uri, multi_node=_alive_nodes() > 1)
     tracker = Tracker(work.tracking_uri)
     previous = tracker.find_sweep(grid.name) if resume else None
     if resume and previous is None:
@@ -100,47 +106,70 @@ def run_sweep(grid: Grid, work: WorkDir, *, address: str | None = None, max_conc
 
 
 def _run_stages(plan, work, tracker, sid, variant_runs, result, max_concurrent, retries, log) -> None:
+    """Reused stages are recorded first. The rest run as one Tune experiment (sweep/tune.py):
+    each stage starts as soon as its inputs are done and its resources are free. Its MLflow run
+    opens when it is released and closes when its trial ends."""
+    from functools import partial
+
+    from .tracking import MetricsSink
+
     finished = set()
-    stage_runs = {}
     for node in plan.stages.values():            # reused stages: linked to their variants, numbers copied
         if node.done():
             finished.add(node.id)
             result.reused.append(node.id)
             run = tracker.finished_stage_run(sid, node.id) or _record(tracker, sid, node, variant_runs, True)
-            stage_runs[node.id] = run
             for v in node.variants:
                 tracker.link_stage(variant_runs[v], node, run)
-    failed: dict[str, str] = {}
-    wave = 0
-    while ready := plan.ready(finished, set(failed)):
-        wave += 1
-        log(f"wave {wave}: " + ", ".join(s.id for s in ready))
-        runs = {s.id: tracker.start_stage(sid, variant_runs[s.variants[0]], s, reused=False) for s in ready}
-        for s in ready:
-            for v in s.variants:
-                tracker.link_stage(variant_runs[v], s, runs[s.id])
-        sinks = {s.id: tracker.sink(runs[s.id]) for s in ready if s.kind == "train"}
-        try:
-            outcome = run_wave(plan, ready, work, wave, sinks, max_concurrent, retries)
-        except BaseException as err:
-            for run in runs.values():
-                tracker.end(run, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", f"{type(err).__name__}: {err}")
-            raise
-        for s in ready:
-            if s.id in outcome.finished:
-                tracker.log_stage_summary(runs[s.id], [variant_runs[v] for v in s.variants], s, outcome.finished[s.id])
-                tracker.end(runs[s.id], "FINISHED")
-                finished.add(s.id)
-                result.ran.append(s.id)
-                if s.kind == "eval":
-                    results = json.loads((Path(s.out_dir) / "results.json").read_text())
-                    log(f"eval of {', '.join(s.variants)}:\n{format_table(results)}")
-            else:
-                reason = outcome.failed.get(s.id, "not run")
-                failed[s.id] = reason
-                tracker.end(runs[s.id], "FAILED", reason)
-                log(f"stage {s.id} FAILED: {reason}")
-    result.failed = failed
+    recorder = _StageRecorder(tracker, sid, variant_runs, result, log)
+    try:
+        run_plan(plan, work, recorder, done=finished, max_concurrent=max_concurrent, retries=retries,
+                 sink_factory=partial(MetricsSink, tracker.uri))
+    except BaseException as err:
+        recorder.close_open("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", f"{type(err).__name__}: {err}")
+        raise
+    recorder.close_open("FAILED", "the trial ended without reporting")  # none expected: Tune ended every trial
+    result.failed = recorder.failures
+
+
+class _StageRecorder:
+    """The scheduler's driver-side hooks (see sweep/tune.run_plan): MLflow stage runs and the
+    sweep result. Called from Tune's controller, in this process."""
+
+    def __init__(self, tracker, sid, variant_runs, result, log):
+        self.tracker, self.sid, self.variant_runs, self.result, self.log = tracker, sid, variant_runs, result, log
+        self.runs: dict[str, str] = {}        # stage id -> its open MLflow run
+        self.failures: dict[str, str] = {}    # stage id -> reason
+
+    def released(self, node) -> dict:
+        run = self.tracker.start_stage(self.sid, self.variant_runs[node.variants[0]], node, reused=False)
+        for v in node.variants:
+            self.tracker.link_stage(self.variant_runs[v], node, run)
+        self.runs[node.id] = run
+        self.log(f"start {node.id} (for {', '.join(node.variants)})")
+        return {"stage_run": run}
+
+    def finished(self, node, summary: dict) -> None:
+        run = self.runs.pop(node.id)
+        self.tracker.log_stage_summary(run, [self.variant_runs[v] for v in node.variants], node, summary)
+        self.tracker.end(run, "FINISHED")
+        self.result.ran.append(node.id)
+        if node.kind == "eval":
+            results = json.loads(storage.read_text(storage.join(node.out_dir, "results.json")))
+            self.log(f"eval of {', '.join(node.variants)}:\n{format_table(results)}")
+        else:
+            self.log(f"done {node.id}")
+
+    def failed(self, node, reason: str) -> None:
+        self.failures[node.id] = reason
+        self.tracker.end(self.runs.pop(node.id), "FAILED", reason)
+        self.log(f"stage {node.id} FAILED: {reason}")
+
+    def close_open(self, status: str, reason: str) -> None:
+        for stage, run in list(self.runs.items()):
+            self.failures.setdefault(stage, reason)
+            self.tracker.end(run, status, reason)
+        self.runs.clear()
 
 
 def _record(tracker, sid, node, variant_runs, reused) -> str:
@@ -169,6 +198,12 @@ def _close_variants(plan: Plan, tracker: Tracker, variant_runs: dict, result: Sw
                 cost["gpu_hours"] += wall * t.workers * t.gpus_per_worker / 3600
         result.variants[name] = "FINISHED"
         tracker.end(variant_runs[name], "FINISHED", metrics={f"cost/{k}": v for k, v in cost.items()})
+
+
+def _alive_nodes() -> int:
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
 
 
 def summary_text(result: SweepResult) -> str:
