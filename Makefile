@@ -27,13 +27,18 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/vlmsweep run experiments/smoke/variant.yaml
 
+# everything but the slow real-part suites; it still submits one sweep to a real 3-node cluster
+# with S3 and a tracking server (tests/test_cluster.py)
+SLOW := tests/test_realparts.py tests/test_cluster_faults.py
+
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(addprefix --ignore=,$(SLOW))
 
 # the suites that start real parts on 127.0.0.1: a multi-node Ray cluster with token auth, an S3
-# API server (moto), PostgreSQL and an MLflow tracking server
+# API server (moto), PostgreSQL and an MLflow tracking server; with the fault tests (node removed
+# mid-stage, driver killed mid-sweep)
 test-cluster: setup
-	$(PY) -m pytest -q tests/test_realparts.py tests/test_submit.py
+	$(PY) -m pytest -q tests/test_realparts.py tests/test_submit.py tests/test_cluster.py tests/test_cluster_faults.py
 
 clean:
 	rm -rf .vlmsweep .pytest_cache

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import psutil
 
+NODE_RESOURCE = "vlmsweep_test_node_"       # node i carries {NODE_RESOURCE}i: 1, to tell nodes apart
 BIN = Path(sys.executable).parent          # the venv's bin: ray, mlflow
 HOST = "127.0.0.1"
 
@@ -304,6 +305,26 @@ class RayCluster:
     def wait_for_nodes(self, n: int, timeout: float = 60) -> None:
         _wait(lambda: len(self.alive_nodes()) == n, timeout, f"{n} alive Ray node(s)")
 
+    def node_of(self, node_id: str) -> int | None:
+        """Our index of the node with this Ray node id (from its `vlmsweep_test_node_<i>` resource)."""
+        req = urllib.request.Request(f"{self.dashboard_url}/api/v0/nodes?limit=1000&detail=true", headers=self.headers())
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback only
+            rows = json.loads(resp.read())["data"]["result"]["result"]
+        for row in rows:
+            if row.get("node_id") == node_id:
+                tags = [k for k in (row.get("resources_total") or {}) if k.startswith(NODE_RESOURCE)]
+                return int(tags[0][len(NODE_RESOURCE):]) if tags else None
+        return None
+
+    def actor_nodes(self, class_name: str) -> set[int]:
+        """Our indices of the nodes where ALIVE actors of this class run (e.g. RayTrainWorker)."""
+        req = urllib.request.Request(f"{self.dashboard_url}/api/v0/actors?limit=10000&detail=false",
+                                     headers=self.headers())
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback only
+            rows = json.loads(resp.read())["data"]["result"]["result"]
+        return {self.node_of(r["node_id"]) for r in rows
+                if r.get("state") == "ALIVE" and class_name in (r.get("class_name") or "")}
+
     def remove_node(self, i: int) -> None:
         """Take node `i` (1.. for worker nodes; 0 is the head) away at once: SIGKILL its
         process group, then every process of that node that outlived it (workers in their own
@@ -411,7 +432,8 @@ def _node_ports() -> list[str]:
 
 @contextlib.contextmanager
 def ray_cluster(nodes: int = 3, cpus_per_node: int = 1, env: dict | None = None,
-                object_store_mb: int = 100, timeout: float = 120, node_caches: bool = False) -> Iterator[RayCluster]:
+                object_store_mb: int = 100, timeout: float = 120, node_caches: bool = False,
+                head_cpus: int | None = None) -> Iterator[RayCluster]:
     """A Ray cluster of `nodes` nodes on this machine (node 0 the head), token auth ON.
 
     Each node is `ray start --block` in its own process group with its own --temp-dir. The
@@ -424,6 +446,8 @@ def ray_cluster(nodes: int = 3, cpus_per_node: int = 1, env: dict | None = None,
     are not (a node knows only what `env` says). With `node_caches`, each node gets its own
     VLMSWEEP_CACHE (node<i>/cache in the cluster's temp dir), as separate machines would.
     The venv's bin comes first on the nodes' PATH, so a job's `python` is this venv's.
+    `head_cpus` (default cpus_per_node): 0 keeps training off the head, as on clusters whose head
+    only schedules. Node i carries the custom resource `vlmsweep_test_node_<i>` (see node_of).
     """
     tmp = Path(tempfile.mkdtemp(prefix="vlmsweep-ray-"))
     token = secrets.token_hex(32)
@@ -446,8 +470,10 @@ def ray_cluster(nodes: int = 3, cpus_per_node: int = 1, env: dict | None = None,
                          {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
                           # else a client rewrites 127.0.0.1 into the outward IP, where nothing listens
                           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, tmp, marker=marker)
-    common = ["--num-cpus", str(cpus_per_node), "--num-gpus", "0",
-              "--object-store-memory", str(object_store_mb * 1024 * 1024), "--disable-usage-stats"]
+    def common(i: int) -> list[str]:
+        cpus = cpus_per_node if i or head_cpus is None else head_cpus
+        return ["--num-cpus", str(cpus), "--num-gpus", "0", "--resources", json.dumps({f"{NODE_RESOURCE}{i}": 1}),
+                "--object-store-memory", str(object_store_mb * 1024 * 1024), "--disable-usage-stats"]
 
     def node_env(i: int) -> dict:
         cache = {"VLMSWEEP_CACHE": str(tmp / f"node{i}" / "cache")} if node_caches else {}
@@ -458,14 +484,14 @@ def ray_cluster(nodes: int = 3, cpus_per_node: int = 1, env: dict | None = None,
         head_env = node_env(0)
         head = _ray_start(["--head", "--port", str(gcs_port), "--temp-dir", str(head_dir),
                            "--dashboard-host", HOST, "--dashboard-port", str(dash_port), "--include-dashboard", "true",
-                           "--ray-client-server-port", str(free_port()), *_node_ports(), *common],
+                           "--ray-client-server-port", str(free_port()), *_node_ports(), *common(0)],
                           head_env, head_dir, tmp / "node0.log")
         cluster.nodes.append(RayNode(0, head, head_dir, tmp / "node0.log"))
         _wait(lambda: _http_ok(f"{cluster.dashboard_url}/api/gcs_healthz"), timeout, "Ray head (GCS + dashboard)",
               head, tmp / "node0.log")
         for i in range(1, nodes):
             node_dir = tmp / f"node{i}"
-            proc = _ray_start(["--address", gcs, "--temp-dir", str(node_dir), *_node_ports(), *common],
+            proc = _ray_start(["--address", gcs, "--temp-dir", str(node_dir), *_node_ports(), *common(i)],
                               node_env(i), node_dir, tmp / f"node{i}.log")
             cluster.nodes.append(RayNode(i, proc, node_dir, tmp / f"node{i}.log"))
         _wait(lambda: len(cluster.alive_nodes()) == nodes, timeout, f"{nodes} alive Ray nodes",

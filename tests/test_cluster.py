@@ -11,7 +11,6 @@ cluster. Each node has its own VLMSWEEP_CACHE, so no process can lean on another
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -84,12 +83,14 @@ def submitted_job_id(result: subprocess.CompletedProcess) -> str:
     return line.split()[1]
 
 
-def mlflow_runs(tracking: str, sweep: str):
+def mlflow_runs(tracking: str, sweep: str, work_dir: str):
+    """The sweep run of this name and work dir, its variant runs and its stage runs."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking)
     exp = client.get_experiment_by_name("vlmsweep").experiment_id
-    sweeps = client.search_runs([exp], f"tags.`vlmsweep.kind` = 'sweep' and tags.`vlmsweep.sweep_name` = '{sweep}'")
+    sweeps = client.search_runs([exp], f"tags.`vlmsweep.kind` = 'sweep' and tags.`vlmsweep.sweep_name` = '{sweep}' "
+                                       f"and tags.`vlmsweep.work_dir` = '{work_dir}'")
     assert len(sweeps) == 1, [r.info.run_id for r in sweeps]
     sid = sweeps[0].data.tags["vlmsweep.sweep_id"]
     variants = client.search_runs([exp], f"tags.`vlmsweep.sweep_id` = '{sid}' and tags.`vlmsweep.kind` = 'variant'")
@@ -119,7 +120,7 @@ def test_submitted_variant_runs_on_three_nodes_with_s3_and_a_tracking_server(par
     assert status == "SUCCEEDED", logs[-6000:]
     assert "row/s]" not in logs, "Ray Data progress bars reached the job log"
 
-    client, sweep, variants, stages = mlflow_runs(parts.tracking, "smoke")
+    client, sweep, variants, stages = mlflow_runs(parts.tracking, "smoke", work)
     assert sweep.info.status == "FINISHED"
     assert [(r.info.run_name, r.info.status) for r in variants] == [("TinyLLaVA-base-Sig-mlp2x", "FINISHED")]
     scores = variants[0].data.metrics
@@ -145,7 +146,7 @@ def test_submitted_variant_runs_on_three_nodes_with_s3_and_a_tracking_server(par
                                  "--work-dir", work, "--variant", "TinyLLaVA-base-Sig-mlp2x", *SMALL))
     assert again != job_id and wait_for_job(parts.ray, again) == "SUCCEEDED"
     assert "0 stage(s) run" in job_client(parts.ray).get_job_logs(again)
-    _, _, variants, _ = mlflow_runs(parts.tracking, "smoke")
+    _, _, variants, _ = mlflow_runs(parts.tracking, "smoke", work)
     assert len(variants) == 1 and variants[0].info.status == "FINISHED"
 
     # the report reads the tracking server and lands in the bucket
@@ -163,6 +164,3 @@ def test_a_sqlite_tracking_uri_with_a_cluster_is_refused_before_anything_runs(pa
     assert "MLFLOW_TRACKING_URI" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not parts.s3.keys("refused/")
 
-
-def _json(text: str) -> dict:
-    return json.loads(text)

@@ -77,11 +77,11 @@ def run_sweep(grid: Grid, work: WorkDir, *, address: str | None = None, max_conc
     ensure_ray(address)
     check_tracking(work.tracking_uri, multi_node=_alive_nodes() > 1)
     tracker = Tracker(work.tracking_uri)
-    previous = tracker.find_sweep(grid.name) if resume else None
+    previous = tracker.find_sweep(grid.name, work.uri) if resume else None
     if resume and previous is None:
         log(f"no earlier sweep named {grid.name!r} to resume: starting a new one")
     sid = previous.data.tags["vlmsweep.sweep_id"] if previous else sweep_id(grid)
-    sweep_run = tracker.start_sweep(grid.name, sid, previous)
+    sweep_run = tracker.start_sweep(grid.name, sid, work.uri, previous)
     if previous:
         log(f"resuming sweep {grid.name} ({sid}): {tracker.close_stale_stage_runs(sid)} interrupted stage run(s) closed")
     result = SweepResult(grid.name, sweep_run, plan)

@@ -1,6 +1,6 @@
 """MLflow conventions — the only module that writes MLflow keys.
 
-    sweep run     tags vlmsweep.kind=sweep, vlmsweep.sweep_name, vlmsweep.sweep_id; artifacts: the
+    sweep run     tags vlmsweep.kind=sweep, vlmsweep.sweep_name, vlmsweep.sweep_id, vlmsweep.work_dir; artifacts: the
                   grid YAML, plan.txt, the report; metrics sweep/wall_s, stages_run, stages_reused
       variant     one child per variant (found again on --resume): tags axis.<axis>, vlmsweep.stage.<name>
                   = the stage run it used; params: the resolved config flattened with stable names;
@@ -122,18 +122,22 @@ class Tracker:
 
     # --- sweeps: one parent, one child per variant (found again on resume), stages nested ---
 
-    def find_sweep(self, name: str):
+    def find_sweep(self, name: str, work_uri: str):
+        """The latest sweep of this name in this work dir (a tracking server holds many work dirs,
+        and two may run sweeps of one name: a resume must not adopt the other's runs)."""
         runs = self.client.search_runs([self.experiment_id], f"tags.`vlmsweep.kind` = 'sweep' and "
-                                       f"tags.`vlmsweep.sweep_name` = '{name}'", order_by=["attributes.start_time DESC"],
-                                       max_results=1)
+                                       f"tags.`vlmsweep.sweep_name` = '{name}' and "
+                                       f"tags.`vlmsweep.work_dir` = '{work_uri}'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0] if runs else None
 
-    def start_sweep(self, name: str, sweep_id: str, resume_run=None) -> str:
+    def start_sweep(self, name: str, sweep_id: str, work_uri: str, resume_run=None) -> str:
         if resume_run is not None:
             self.client.update_run(resume_run.info.run_id, status="RUNNING")
             return resume_run.info.run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags={
             "mlflow.runName": name, "vlmsweep.kind": "sweep", "vlmsweep.sweep_name": name, "vlmsweep.sweep_id": sweep_id,
+            "vlmsweep.work_dir": work_uri,
             "vlmsweep.git_sha": _git_sha(), **_versions()})
         return run.info.run_id
 
