@@ -18,7 +18,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, Gemma
 from vlmsweep.config.errors import ConfigError, lookup
 from vlmsweep.config.schema import LLMConfig
 
-from .presets import materialize, preset_dir, zoo_checkpoint
+from .presets import materialize, preset_dir, save_model, zoo_checkpoint
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _save_preset(family_name: str, out: Path) -> None:
                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                  tie_word_embeddings=False, **overrides)
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    save_model(AutoModelForCausalLM.from_config(config), out)
     tokenizer.save_pretrained(out)
 
 

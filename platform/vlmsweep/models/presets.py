@@ -17,6 +17,22 @@ def preset_dir(root: str | Path, kind: str, family: str) -> Path:
     return Path(root) / f"{kind}-{family}-tiny"
 
 
+def save_model(model, out: Path) -> None:
+    """config.json (+ generation_config.json) and model.safetensors, whatever process writes them.
+
+    Not `model.save_pretrained`: inside a torch.distributed group it writes weights only on rank 0
+    (transformers' should_save_on_this_rank), so a preset first needed by a rank-1 Train worker,
+    on a node with its own cache, came out as a config without weights."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(out)
+    if getattr(model, "generation_config", None) is not None and model.can_generate():
+        model.generation_config.save_pretrained(out)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+
+
 def materialize(target: Path, write: Callable[[Path], None]) -> Path:
     """Create `target` by calling write(tmpdir) then renaming; safe when processes race.
 

@@ -26,7 +26,7 @@ from transformers.models.siglip import SiglipImageProcessorPil
 from vlmsweep.config.errors import ConfigError, lookup
 from vlmsweep.config.schema import VisionConfig
 
-from .presets import materialize, preset_dir, zoo_checkpoint
+from .presets import materialize, preset_dir, save_model, zoo_checkpoint
 from .stack import block_stack
 
 
@@ -74,7 +74,7 @@ def _save_preset(family_name: str, out: Path) -> None:
     family = get_vision_family(family_name)
     config = family.tiny_config()
     torch.manual_seed(0)  # a preset is the same weights on every machine
-    family.model_class(config).save_pretrained(out)
+    save_model(family.model_class(config), out)
     family.tiny_processor(config.image_size).save_pretrained(out)
 
 
