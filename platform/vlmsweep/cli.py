@@ -67,7 +67,8 @@ def cmd_run(args) -> int:
     work = WorkDir.at(args.work_dir)
     result = run_sweep(_grid(args), work, address=args.address, max_concurrent=getattr(args, "max_concurrent", None),
                        resume=getattr(args, "resume", False), retries=getattr(args, "retries", 1))
-    print(f"browse: mlflow ui --backend-store-uri {work.tracking_uri}")
+    uri = work.tracking_uri
+    print(f"browse: {uri}" if uri.startswith(("http://", "https://")) else f"browse: mlflow ui --backend-store-uri {uri}")
     return 0 if all(s == "FINISHED" for s in result.variants.values()) else 1
 
 
