@@ -117,11 +117,11 @@ def cmd_report(args) -> int:
         import tempfile
 
         with tempfile.TemporaryDirectory() as local:
-            build_report(work.tracking_uri, args.sweep, local)
+            build_report(work.tracking_uri, args.sweep, local, work_dir=work.uri)
             storage.upload_dir(local, out)
         paths = {"markdown": storage.join(out, "report.md"), "html": storage.join(out, "report.html")}
     else:
-        paths = build_report(work.tracking_uri, args.sweep, out)
+        paths = build_report(work.tracking_uri, args.sweep, out, work_dir=work.uri)
     print(f"report: {paths['markdown']}\n        {paths['html']}")
     return 0
 

@@ -17,7 +17,7 @@ __all__ = ["build_report", "load_sweep", "write_report", "SweepData", "SweepNotF
 
 
 def build_report(tracking_uri: str, sweep: str, out_dir, log_artifacts: bool = True,
-                 experiment: str = EXPERIMENT, templates: Path | str | None = None) -> dict:
+                 experiment: str = EXPERIMENT, templates: Path | str | None = None, work_dir: str | None = None) -> dict:
     """Collect SWEEP (a sweep name or sweep run id), write the report to OUT_DIR and, if
     LOG_ARTIFACTS, attach report.md, report.html and the plots to the sweep's parent run under
     report/ (plots under report/plots/, so the Markdown's relative image links still resolve there).
@@ -25,7 +25,7 @@ def build_report(tracking_uri: str, sweep: str, out_dir, log_artifacts: bool = T
     Returns write_report's paths plus "sweep_run_id", "notes" and "artifacts" (the artifact
     paths logged, empty when LOG_ARTIFACTS is false).
     """
-    data = load_sweep(tracking_uri, sweep, experiment=experiment)
+    data = load_sweep(tracking_uri, sweep, experiment=experiment, work_dir=work_dir)
     paths = write_report(data, out_dir, templates=templates)
     logged = []
     if log_artifacts:

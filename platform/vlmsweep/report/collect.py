@@ -18,6 +18,7 @@ EXPERIMENT = "vlmsweep"
 KIND = "vlmsweep.kind"              # "sweep" | "variant" | "stage"
 SWEEP_NAME = "vlmsweep.sweep_name"
 SWEEP_ID = "vlmsweep.sweep_id"
+WORK_DIR = "vlmsweep.work_dir"      # the work dir a sweep ran in (one server serves many)
 PARENT = "mlflow.parentRunId"
 STAGE_REF = "vlmsweep.stage."       # + stage name → stage run id, on every variant that used it
 ERROR = "vlmsweep.error"
@@ -78,8 +79,10 @@ def _sweep_label(run) -> str:
     return run.data.tags.get(SWEEP_NAME) or run.info.run_name or run.info.run_id
 
 
-def _find_sweep(client, experiment_id: str, sweep: str, where: str, notes: list[str]):
+def _find_sweep(client, experiment_id: str, sweep: str, where: str, notes: list[str], work_dir: str | None = None):
     sweeps = _search(client, experiment_id, f"tags.`{KIND}` = 'sweep'")
+    if work_dir and any(r.data.tags.get(WORK_DIR) == work_dir for r in sweeps):
+        sweeps = [r for r in sweeps if r.data.tags.get(WORK_DIR) == work_dir]
     by_id = [r for r in sweeps if sweep in (r.info.run_id, r.data.tags.get(SWEEP_ID))]
     if by_id:
         return by_id[-1]
@@ -138,8 +141,9 @@ def axis_labels(variants: pd.DataFrame, axis: str) -> list[str]:
     return _natural(variants[column].dropna()) if column in variants else []
 
 
-def load_sweep(tracking_uri: str, sweep: str, experiment: str = EXPERIMENT) -> SweepData:
-    """The sweep named SWEEP (its latest run when names repeat) or with run id SWEEP."""
+def load_sweep(tracking_uri: str, sweep: str, experiment: str = EXPERIMENT, work_dir: str | None = None) -> SweepData:
+    """The sweep named SWEEP (its latest run when names repeat; among those run in WORK_DIR when
+    given) or with run id SWEEP."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -149,7 +153,7 @@ def load_sweep(tracking_uri: str, sweep: str, experiment: str = EXPERIMENT) -> S
         raise SweepNotFound(f"no experiment {experiment!r} at {tracking_uri} (experiments there: "
                             f"{', '.join(names) or 'none'}), so no sweep {sweep!r}")
     eid, notes = found.experiment_id, []
-    sweep_run = _find_sweep(client, eid, sweep, f"in experiment {experiment!r} at {tracking_uri}", notes)
+    sweep_run = _find_sweep(client, eid, sweep, f"in experiment {experiment!r} at {tracking_uri}", notes, work_dir)
 
     runs = _search(client, eid, f"tags.`{PARENT}` = {_q(sweep_run.info.run_id)} and tags.`{KIND}` = 'variant'")
     latest = {}
