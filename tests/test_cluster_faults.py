@@ -26,6 +26,7 @@ from realparts import mlflow_server, ray_cluster, s3_server, tracking_backend
 from test_cluster import SMOKE, Parts, cli, client_env, job_client, mlflow_runs, submitted_job_id, wait_for_job
 
 VARIANT = "TinyLLaVA-base-Sig-mlp2x"
+STEPS = 80
 TINY = ["--set", "data.synthetic.image_size=32", "--set", "eval.max_new_tokens=4"]
 
 
@@ -55,13 +56,15 @@ def _pretrain_dir(parts: Parts, prefix: str) -> str:
 
 
 def test_a_node_removed_mid_stage_resumes_from_its_s3_checkpoint_with_equal_weights(parts):
-    # a single pretrain stage long enough to be caught mid-way: 40 steps, a checkpoint every 4
-    stage_sets = ["--set", "training.steps=40", "--set", "training.checkpoint_every=4", "--set", "eval.benchmarks=[]",
+    # a single pretrain stage long enough to be caught mid-way, a checkpoint every 4 steps
+    stage_sets = ["--set", f"training.steps={STEPS}", "--set", "training.checkpoint_every=4", "--set", "eval.benchmarks=[]",
                   "--set", "training.max_failures=2", *TINY]
     job = submitted_job_id(cli(parts, "submit", str(SMOKE), "--address", parts.ray.dashboard_url, "--work-dir",
                                parts.s3.uri("node-fault"), "--variant", VARIANT, "--retries", "2", *stage_sets))
     deadline = time.time() + 600
-    while not [k for k in parts.s3.keys("node-fault/ray/pretrain-") if "/checkpoint_" in k]:
+    # a checkpoint Ray Train has registered (its snapshot written after it): one that is still
+    # being reported when the node goes would be lost with it, and the stage would start over
+    while not [k for k in parts.s3.keys("node-fault/ray/pretrain-") if k.endswith("checkpoint_manager_snapshot.json")]:
         assert time.time() < deadline, "no checkpoint of the pretrain stage reached S3 in time"
         assert str(job_client(parts.ray).get_job_status(job)).endswith(("RUNNING", "PENDING")), \
             job_client(parts.ray).get_job_logs(job)[-4000:]
@@ -69,15 +72,17 @@ def test_a_node_removed_mid_stage_resumes_from_its_s3_checkpoint_with_equal_weig
     hosts = parts.ray.actor_nodes("RayTrainWorker")
     assert hosts and 0 not in hosts, hosts                 # the head has no CPU: never a training node
     victim = sorted(hosts)[0]
+    assert not [k for k in parts.s3.keys("node-fault/stages/") if k.endswith("/manifest.json")], "too late"
     parts.ray.remove_node(victim)
+    print(f"removed node {victim} (train workers on {hosts}) at {time.strftime('%X')}", flush=True)
     status = wait_for_job(parts.ray, job)
     logs = job_client(parts.ray).get_job_logs(job)
     assert status == "SUCCEEDED", logs[-6000:]
 
     faulty = _pretrain_dir(parts, "node-fault")
     manifest = _s3_json(parts, f"{faulty}/manifest.json")
-    assert manifest["steps"] == 40
-    assert manifest["resumed_from_step"] and manifest["resumed_from_step"] % 4 == 0, manifest["resumed_from_step"]
+    assert manifest["steps"] == STEPS
+    assert manifest["resumed_from_step"] and manifest["resumed_from_step"] % 4 == 0, logs[-8000:]
     assert len(parts.ray.alive_nodes()) == 2
 
     # the same stage, uninterrupted, on what is left of the cluster
