@@ -196,3 +196,11 @@ def test_build_report_without_logging_leaves_the_run_alone(sweep, tmp_path):
     out = build_report(sweep.uri, "lonely", tmp_path, log_artifacts=False)
     assert out["artifacts"] == [] and sweep.client.list_artifacts(other) == []
     assert out["plots"] == [] and "No finished variant" in out["markdown"].read_text()
+
+
+def test_report_of_an_unknown_sweep_is_one_line_and_exit_2(tmp_path, capsys):
+    from vlmsweep.cli import main
+
+    assert main(["report", "no-such-sweep", "--work-dir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no-such-sweep" in err and "Traceback" not in err

@@ -106,22 +106,26 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from vlmsweep import storage
     from vlmsweep.config.workdir import WorkDir
     from vlmsweep.report import build_report
-
-    from vlmsweep import storage
+    from vlmsweep.report.collect import SweepNotFound
 
     work = WorkDir.at(args.work_dir)
     out = args.out or work.path("reports", args.sweep)
-    if storage.is_remote(out):  # written on this machine, then uploaded to the work dir
-        import tempfile
+    try:
+        if storage.is_remote(out):  # written on this machine, then uploaded to the work dir
+            import tempfile
 
-        with tempfile.TemporaryDirectory() as local:
-            build_report(work.tracking_uri, args.sweep, local, work_dir=work.uri)
-            storage.upload_dir(local, out)
-        paths = {"markdown": storage.join(out, "report.md"), "html": storage.join(out, "report.html")}
-    else:
-        paths = build_report(work.tracking_uri, args.sweep, out, work_dir=work.uri)
+            with tempfile.TemporaryDirectory() as local:
+                build_report(work.tracking_uri, args.sweep, local, work_dir=work.uri)
+                storage.upload_dir(local, out)
+            paths = {"markdown": storage.join(out, "report.md"), "html": storage.join(out, "report.html")}
+        else:
+            paths = build_report(work.tracking_uri, args.sweep, out, work_dir=work.uri)
+    except SweepNotFound as err:  # an expected failure: one line, exit 2
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"report: {paths['markdown']}\n        {paths['html']}")
     return 0
 
