@@ -57,10 +57,10 @@ def test_unknown_nested_key_is_named_by_its_full_path():
 
 def test_bad_literal_names_the_field_the_allowed_values_and_the_input():
     probs = problems_of({"recipe": "base", "training": {"steps": 1, "zero_stage": 5}})
-    # the top-level training block goes into every stage: one problem per stage
-    assert fields(probs) == ["training.zero_stage", "training.zero_stage"]
-    assert [m.split(")")[0] for _, m in probs] == ["(stage pretrain", "(stage finetune"]
-    assert all("0, 1, 2 or 3" in m and "(got 5)" in m for _, m in probs)
+    # the top-level training block goes into every stage: one problem naming the stages it broke
+    assert fields(probs) == ["training.zero_stage"]
+    assert probs[0][1].startswith("(stages pretrain, finetune) ")
+    assert "0, 1, 2 or 3" in probs[0][1] and "(got 5)" in probs[0][1]
 
 
 @pytest.mark.parametrize("training, numbers", [
@@ -142,7 +142,7 @@ def test_lora_mode_gets_default_lora_options():
 
 def test_bf16_on_cpu_is_an_error_and_fine_with_a_gpu():
     probs = problems_of({"recipe": "single_stage", "training": {"steps": 1, "precision": "bf16"}})
-    assert fields(probs) == ["training"]
+    assert fields(probs) == ["training.precision"]  # the field to change, not its block
     assert "needs a GPU" in probs[0][1]
     cfg = resolve({"recipe": "single_stage", "training": {"steps": 1, "precision": "bf16", "gpus_per_worker": 1}})
     assert cfg.recipe.stages[0].training.precision == "bf16"
@@ -446,3 +446,37 @@ def test_cli_check_reports_shape_problems_and_set_overrides(tmp_path, capsys):
     assert "zero_stage" in capsys.readouterr().err
     assert main([*ok, "--set", "training.steps"]) == 2
     assert "--set" in capsys.readouterr().err
+
+
+# ---- --set, suggestions, bounds ----
+
+def test_a_set_change_is_blamed_on_the_set_not_on_the_file(tmp_path):
+    from vlmsweep.config.load import load_located, parse_sets
+
+    path = write(tmp_path, "ok.yaml", VARIANT)
+    with pytest.raises(ConfigError) as err:
+        load_located(path, parse_sets(["stages.finetune.training.lr=-1"]))
+    entry = str(err.value).splitlines()[1]
+    assert entry.startswith("  stages.finetune.training.lr:") and entry.endswith("[--set stages.finetune.training.lr=-1]")
+    cfg, where = load_located(path, parse_sets(["seed=7", "model.vision={family: siglip}"]))
+    assert cfg.seed == 7 and cfg.model.vision.family == "siglip" and where["seed"] == "--set seed=7"
+
+
+def test_unknown_names_suggest_the_nearest_one():
+    err = UnknownNameError("connector", "mlp2x_gelo", ["linear", "mlp2x_gelu", "mlp3x_gelu"], "model.connector.name")
+    assert "(did you mean mlp2x_gelu?)" in str(err) and "allowed: linear, mlp2x_gelu, mlp3x_gelu" in str(err)
+    assert "did you mean" not in str(UnknownNameError("connector", "zzz", ["linear"]))
+
+
+def test_yaml_bounds_and_duplicates_are_errors_not_crashes(tmp_path):
+    from vlmsweep.config.load import MAX_DEPTH, parse_yaml
+
+    with pytest.raises(ConfigError, match=f"nested deeper than {MAX_DEPTH}"):
+        parse_yaml("a: " + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "x.yaml")
+    laughs = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdef", "bcdefg"))
+    with pytest.raises(ConfigError, match="aliases expand"):
+        parse_yaml(laughs, "x.yaml")
+    assert parse_yaml("base: &b {lr: 1}\nuse: *b\n", "x.yaml")[0] == {"base": {"lr": 1}, "use": {"lr": 1}}
+    err = load_error(write(tmp_path, "dup.yaml", "seed: 1\nmodel: {}\nseed: 2\n"))
+    assert err.problems[0][0] == "seed" and "dup.yaml:1" in err.problems[0][1] and "dup.yaml:3" in err.problems[0][1]

@@ -208,12 +208,13 @@ def test_problems_of_every_variant_at_once_each_naming_the_variant(tmp_path):
     """
     path = grid_file(tmp_path, body)
     err = grid_error(path)
-    assert [f for f, _ in err.problems] == ["[TinyLLaVA-base-CLIP-llama] model.vision.feature_select",
-                                            "[TinyLLaVA-share-CLIP-llama] model.vision.feature_select"]
-    assert all("bogus" in msg for _, msg in err.problems)
-    # each points at the axis value that set it
+    # the same problem, from the same line, in two variants: one line naming both
+    key = "[TinyLLaVA-base-CLIP-llama, TinyLLaVA-share-CLIP-llama] model.vision.feature_select"
+    assert [f for f, _ in err.problems] == [key]
+    assert "bogus" in err.problems[0][1]
+    # it points at the axis value that set it
     line = line_of(path, "feature_select: bogus")
-    assert err.where["[TinyLLaVA-base-CLIP-llama] model.vision.feature_select"] == f"{path}:{line}"
+    assert err.where[key] == f"{path}:{line}"
     assert f"grid.yaml:{line}" in str(err)
 
 
@@ -234,18 +235,18 @@ def test_a_value_that_fails_for_one_combination_only(tmp_path):
 
 def test_unknown_dotted_path_is_reported_for_every_variant(tmp_path):
     err = grid_error(grid_file(tmp_path, "axes:\n  seed: [0, 1]\n  training.stepz: [1]\n"))
-    assert len(err.problems) == 4  # two variants × two stages
-    assert {f.split("] ")[0] + "]" for f, _ in err.problems} == {
-        "[TinyLLaVA-base-siglip-llama-seed0]", "[TinyLLaVA-base-siglip-llama-seed1]"}
-    assert all(f.endswith("training.stepz") and "unknown field" in m for f, m in err.problems)
+    # two variants × two stages, one line naming them all
+    assert err.problems == [("[TinyLLaVA-base-siglip-llama-seed0, TinyLLaVA-base-siglip-llama-seed1] training.stepz",
+                             "(stages pretrain, finetune) unknown field (check the spelling)")]
 
 
 def test_base_file_errors_keep_their_file_and_line(tmp_path):
     base = write(tmp_path, "recipe: base\ntraining: {steps: 2}\nseed: abc\n", name="base.yaml")
     path = write(tmp_path, "base: base.yaml\naxes:\n  llm: [llama, phi]\n")
     err = grid_error(path)
-    assert [f for f, _ in err.problems] == ["[TinyLLaVA-base-siglip-llama] seed", "[TinyLLaVA-base-siglip-phi] seed"]
-    assert err.where["[TinyLLaVA-base-siglip-phi] seed"] == f"{base.resolve()}:3"
+    key = "[TinyLLaVA-base-siglip-llama, TinyLLaVA-base-siglip-phi] seed"
+    assert [f for f, _ in err.problems] == [key]
+    assert err.where[key] == f"{base.resolve()}:3"
 
 
 def test_structural_problems_are_all_reported_with_lines(tmp_path):
@@ -296,3 +297,24 @@ def test_a_block_error_caused_by_an_axis_points_at_the_axis(tmp_path):
     key = "[TinyLLaVA-base-siglip-llama-6] training"
     assert "(stage pretrain) global_batch 6" in dict(err.problems)[key]
     assert err.where[key] == f"{path}:{line_of(path, '- 6')}"
+
+
+def test_variants_remember_where_their_fields_were_written(tmp_path):
+    """Errors found after loading (registries, shapes, resources) point at the axis value too."""
+    path = grid_file(tmp_path)
+    grid = load_grid(path)
+    clip = next(v for v in grid.variants if v.axes["vision"] == "CLIP")
+    assert clip.where["model.vision"] == f"{path}:{line_of(path, 'label: CLIP')}"
+    assert clip.where["training.steps"].startswith(f"{SMOKE}:")
+
+
+def test_set_on_a_grid_changes_every_variant_and_is_located(tmp_path):
+    from vlmsweep.config.grid import with_sets
+    from vlmsweep.config.load import parse_sets
+
+    grid = with_sets(load_grid(grid_file(tmp_path)), parse_sets(["seed=5"]))
+    assert {v.config.seed for v in grid.variants} == {5}
+    assert all(v.where["seed"] == "--set seed=5" for v in grid.variants)
+    with pytest.raises(ConfigError) as err:
+        with_sets(grid, parse_sets(["seed.x=1"]))
+    assert err.value.problems[0][0] == "seed" and "not a mapping" in err.value.problems[0][1]

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from vlmsweep.config.errors import ConfigError
+from vlmsweep.cli_cluster import add_cluster_commands
+from vlmsweep.config.errors import ConfigError, InputError
+from vlmsweep.data.images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 
 RUN_HELP = """Train one variant: every stage of its recipe (e.g. pretrain, then finetune), each a
 Ray Train job whose workers run DeepSpeed, tracked in MLflow. Finished stages (same
@@ -20,52 +22,70 @@ on Ray Tune (one trial per stage, each a Ray Train job), tracked in MLflow as on
 run with a child per variant. --resume continues after an interrupted driver."""
 
 
-def _changes(pairs: list[str]) -> dict:
-    """--set a.b.c=value pairs → a nested dict (values parsed as YAML: 3, 1e-3, true, [a, b])."""
-    out: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError([("--set", f"{pair!r} is not KEY=VALUE (e.g. training.steps=20)")])
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    return out
-
-
 def _load(args):
-    from vlmsweep.config.load import load_variant
+    """The variant file with --set changes, and where each field was written."""
+    from vlmsweep.config.load import load_located, parse_sets
 
-    return load_variant(args.config, _changes(args.set))
+    return load_located(args.config, parse_sets(args.set))
 
 
-def _grid(args):
-    from vlmsweep.config.grid import load_any, select
+def grid_of(args):
+    """The grid (or variant) file with --set changes on every variant and --variant picked."""
+    from vlmsweep.config.grid import load_any, select, with_sets
+    from vlmsweep.config.load import parse_sets
 
+    sets = parse_sets(args.set)  # before the file: a malformed --set is reported as such
     grid = load_any(args.config)
-    if args.set:  # --set applies to every variant of the grid
-        from vlmsweep.config.grid import Grid, Variant
-        from vlmsweep.config.load import deep_merge, resolve
-
-        changes = _changes(args.set)
-        grid = Grid(grid.name, grid.source, grid.axes, [
-            Variant(v.name, v.axes, resolve(deep_merge(_raw(v.config), changes), source=grid.source)) for v in grid.variants])
+    if sets:
+        grid = with_sets(grid, sets)
     return select(grid, args.variant) if getattr(args, "variant", None) else grid
 
 
-def _raw(cfg) -> dict:
-    """A resolved config back to a raw mapping that resolve() accepts (recipe spelled out)."""
-    return cfg.model_dump(mode="json")
+def _local_cluster(args) -> bool:
+    """Whether the sweep would start Ray on this machine (no --address, not inside a Ray Job)."""
+    import os
+
+    target = getattr(args, "address", None) or os.environ.get("RAY_ADDRESS")
+    return not target or target == "local"
+
+
+def _output_dir(path: str | None, flag: str) -> None:
+    """An output directory that is a file would fail deep inside a writer: name the flag."""
+    if path and Path(path).exists() and not Path(path).is_dir():
+        raise InputError([(flag, f"{path} is a file, not a directory")])
+
+
+def _positive(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def _at_least_zero(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be {'a positive' if low else 'a non-negative'} integer")
+    return value
 
 
 def cmd_run(args) -> int:
+    from vlmsweep import preflight
     from vlmsweep.config.workdir import WorkDir
-    from vlmsweep.sweep.runner import run_sweep
 
     work = WorkDir.at(args.work_dir)
-    result = run_sweep(_grid(args), work, address=args.address, max_concurrent=getattr(args, "max_concurrent", None),
+    grid = grid_of(args)
+    # everything a stage would fail on, before Ray (or even Ray's import): the variants, this
+    # machine, the tracking store
+    preflight.check(grid, work, local_cluster=_local_cluster(args))
+    work.check_tracking_store()
+    from vlmsweep.sweep.runner import run_sweep
+
+    result = run_sweep(grid, work, address=args.address, max_concurrent=getattr(args, "max_concurrent", None),
                        resume=getattr(args, "resume", False), retries=getattr(args, "retries", 1))
     uri = work.tracking_uri
     print(f"browse: {uri}" if uri.startswith(("http://", "https://")) else f"browse: mlflow ui --backend-store-uri {uri}")
@@ -90,14 +110,15 @@ def _offline_if_no_hub() -> None:
 def cmd_sweep(args) -> int:
     if args.dry_run:
         _offline_if_no_hub()
+    from vlmsweep import preflight
     from vlmsweep.config.workdir import WorkDir
-    from vlmsweep.sweep.plan import describe, make_plan
-    from vlmsweep.sweep.runner import check_grid
 
     if args.dry_run:
+        from vlmsweep.sweep.plan import describe, make_plan
+
         work = WorkDir.at(args.work_dir)
-        grid = _grid(args)
-        notes = check_grid(grid, work, offline_ok=True)
+        grid = grid_of(args)
+        notes = preflight.check(grid, work, offline_ok=True)
         print(describe(make_plan(grid, work, dry_run=True)))
         for note in notes:
             print(f"note: {note}")
@@ -107,11 +128,16 @@ def cmd_sweep(args) -> int:
 
 def cmd_report(args) -> int:
     from vlmsweep import storage
+    from vlmsweep.config.schema import name_problem
     from vlmsweep.config.workdir import WorkDir
     from vlmsweep.report import build_report
     from vlmsweep.report.collect import SweepNotFound
 
+    if name_problem(args.sweep):  # it names a directory of the work dir: no ../ out of it
+        raise InputError([("SWEEP", f"the sweep name {name_problem(args.sweep)}")])
     work = WorkDir.at(args.work_dir)
+    _output_dir(args.out, "--out")
+    work.check_tracking_store(reading_sweep=args.sweep)
     out = args.out or work.path("reports", args.sweep)
     try:
         if storage.is_remote(out):  # written on this machine, then uploaded to the work dir
@@ -131,12 +157,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from vlmsweep import preflight
+    from vlmsweep.config.grid import Grid, Variant
     from vlmsweep.config.load import dump_resolved
     from vlmsweep.config.workdir import WorkDir
-    from vlmsweep.models.check import check_variant
 
-    cfg = _load(args)
-    check_variant(cfg, WorkDir.at(args.work_dir).model_root())
+    cfg, where = _load(args)
+    if preflight.uses_hub(cfg):
+        _offline_if_no_hub()
+    preflight.check(Grid(cfg.name, args.config, {}, [Variant(cfg.name, {}, cfg, where)]), WorkDir.at(args.work_dir))
     print(dump_resolved(cfg) if args.show else f"{args.config}: ok ({len(cfg.recipe.stages)} stages)")
     return 0
 
@@ -144,6 +173,7 @@ def cmd_check(args) -> int:
 def cmd_data_world(args) -> int:
     from vlmsweep.data.world import build_world
 
+    _output_dir(args.out, "--out")
     summary = build_world(args.out, seed=args.seed, size=args.size, image_size=args.image_size)
     print(yaml.safe_dump({k: v for k, v in summary.items() if k in ("seed", "size", "image_size", "splits")},
                          sort_keys=False))
@@ -154,8 +184,8 @@ def cmd_data_ingest(args) -> int:
     from vlmsweep.data.ingest import IngestError, ingest_llava
 
     try:
-        m = ingest_llava(args.file, args.images, args.out, source=args.source,
-                         progress=not args.no_progress)
+        m = ingest_llava(args.file, args.images, args.out, source=args.source, progress=not args.no_progress,
+                         max_image_bytes=args.max_image_bytes, max_image_pixels=args.max_image_pixels)
     except IngestError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -168,19 +198,27 @@ def cmd_data_ingest(args) -> int:
     print(f"out:          {args.out}  ({m['rows']} rows in {len(m['shards'])} shard(s); "
           f"details in skipped.json)")
     print(f"content hash: {m['content_hash']}")
+    print(f"limits:       {m['limits']['max_image_bytes']} bytes, {m['limits']['max_image_pixels']} pixels per image")
     return 0
 
 
 def cmd_eval(args) -> int:
     from vlmsweep import storage
     from vlmsweep.config.workdir import WorkDir
-    from vlmsweep.eval.run import WORLD_BENCHMARKS, evaluate, format_table
+    from vlmsweep.eval.run import WORLD_BENCHMARKS, check_benches, evaluate, format_table
+    from vlmsweep.train.stage_output import is_complete
 
     if args.checkpoint == "score":
         return _score_answers(args)
-    work = WorkDir.at(args.work_dir)
+    _output_dir(args.out, "--out")
     benches = args.bench.split(",") if args.bench else list(WORLD_BENCHMARKS)
+    check_benches(benches)
+    if not is_complete(args.checkpoint):
+        raise InputError([("CHECKPOINT", f"{args.checkpoint} is not a finished stage output (no manifest.json there; "
+                                         "give a stage directory, e.g. WORK_DIR/stages/finetune-...)")])
+    work = WorkDir.at(args.work_dir)
     data = args.data or _world_bench_dir(args.checkpoint, work)
+    check_benches(benches, data)
     out = args.out or storage.join(storage.normalize(args.checkpoint), "eval")
     results = evaluate(args.checkpoint, benches, data, out, work.model_root(), batch_size=args.batch_size,
                        max_new_tokens=args.max_new_tokens)
@@ -208,20 +246,28 @@ def _score_answers(args) -> int:
     import json
 
     from vlmsweep.eval.benchmarks import get_benchmark
+    from vlmsweep.eval.run import check_benches
 
     if not (args.bench and args.answers and args.annotations) or "," in args.bench:
-        raise ConfigError([("eval score", "needs --bench NAME (one), --answers FILE and --annotations FILE")])
+        raise InputError([("eval score", "needs --bench NAME (one), --answers FILE and --annotations FILE")])
+    check_benches([args.bench])
     bench = get_benchmark(args.bench)
+    answers, annotations = Path(args.answers), Path(args.annotations)
+    if not answers.is_file():
+        raise InputError([("--answers", f"{answers} is a directory, not a file" if answers.is_dir()
+                           else f"no such file: {answers}")])
+    if not annotations.exists():
+        raise InputError([("--annotations", f"no such file or directory: {annotations}")])
     predictions = {}
-    for n, line in enumerate(Path(args.answers).read_text().splitlines(), 1):
+    for n, line in enumerate(answers.read_text(errors="replace").splitlines(), 1):
         if line.strip():
             try:
                 row = json.loads(line)
                 predictions[row["question_id"]] = row["text"]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ConfigError([("--answers", f"{args.answers}:{n}: not a LLaVA answer line "
-                                                 f"(question_id, text): {err}")]) from None
-    result = bench.score(predictions, bench.load_annotations(Path(args.annotations)))
+                raise InputError([("--answers", f"{args.answers}:{n}: not a LLaVA answer line (question_id, text): "
+                                                f"{type(err).__name__} {err}")]) from None
+    result = bench.score(predictions, bench.load_annotations(annotations))
     print(json.dumps({"benchmark": args.bench, "metrics": result.get("metrics"), "counts": result.get("counts"),
                       "notes": result.get("notes", [])}, indent=1))
     return 0
@@ -249,59 +295,6 @@ def cmd_zoo_build(args) -> int:
     return 0
 
 
-SUBMIT_HELP = """Submit a grid's sweep to a Ray cluster as a Ray Job (the Jobs API at the cluster's
-dashboard, http://HEAD:8265). vlmsweep itself (py_modules), the grid and the files it extends
-(working_dir), and what the workers need (MLFLOW_TRACKING_URI, AWS_*, VLMSWEEP_*, quiet
-progress) travel in the job's runtime_env. The work dir must be a URI every node reaches
-(s3://, gs://) or an absolute path on a shared mount; MLFLOW_TRACKING_URI must be an http(s)://
-tracking server. One sweep (grid name + work dir) runs as one job at a time: while an attempt is
-pending or running, submit says so and submits nothing; after it ended (driver died, stopped,
-failed), submit starts the next attempt with --resume. Token auth: RAY_AUTH_MODE=token and the
-cluster's token in RAY_AUTH_TOKEN, a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token."""
-
-JOBS_HELP = """The cluster's Ray Jobs: list (vlmsweep's; --all for every job), status ID, logs ID
-[--follow], stop ID. --address is the dashboard (http://HEAD:8265), else $VLMSWEEP_JOBS_ADDRESS,
-else $RAY_API_SERVER_ADDRESS. Token auth as for submit."""
-
-
-def cmd_submit(args) -> int:
-    from vlmsweep.sweep.submit import submit_sweep
-
-    grid = _grid(args)           # the grid, --set and --variant checked here, before anything is sent
-    sub = submit_sweep(args.config, grid.name, address=args.address, work_dir=args.work_dir, sets=args.set,
-                       variant=args.variant, max_concurrent=args.max_concurrent, retries=args.retries)
-    logs = f"vlmsweep jobs logs {sub.submission_id} --follow --address {sub.url}"
-    if sub.already_running:
-        print(f"already running: {sub.submission_id} ({sub.status}) is sweep {grid.name!r} on this work dir; "
-              f"nothing submitted\n  logs: {logs}")
-        return 0
-    print(f"submitted {sub.submission_id} to {sub.url}: sweep {grid.name!r}, attempt {sub.attempt}"
-          f"{' (resuming)' if sub.attempt > 1 else ''}\n  logs: {logs}\n"
-          f"  status: vlmsweep jobs status {sub.submission_id} --address {sub.url}")
-    if args.follow:
-        from vlmsweep.sweep.submit import jobs_client, print_logs
-
-        print_logs(jobs_client(args.address), sub.submission_id, sub.url, follow=True)
-    return 0
-
-
-def cmd_jobs(args) -> int:
-    from vlmsweep.sweep.submit import (jobs_address, jobs_client, job_info, list_table, print_logs, status_text,
-                                       stop_job)
-
-    client = jobs_client(args.address)
-    url = jobs_address(args.address)
-    if args.jobs_command == "list":
-        print(list_table(client, url, every=args.all))
-    elif args.jobs_command == "status":
-        print(status_text(job_info(client, args.job_id, url)))
-    elif args.jobs_command == "logs":
-        print_logs(client, args.job_id, url, follow=args.follow)
-    elif args.jobs_command == "stop":
-        print(f"{args.job_id}: {stop_job(client, args.job_id, url)}")
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlmsweep", description="Ablation grids of small LLaVA-style "
                                 "vision-language models on Ray (Tune, Train + DeepSpeed, Data) with MLflow.")
@@ -324,9 +317,9 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--variant", help="run only this variant (by its name)")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan: stages, sharing, reuse; run nothing")
     sweep.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 or auto (default: a local one)")
-    sweep.add_argument("--max-concurrent", type=int, help="at most this many stages at once")
+    sweep.add_argument("--max-concurrent", type=_positive, help="at most this many stages at once")
     sweep.add_argument("--resume", action="store_true", help="continue the latest sweep of this name (same MLflow runs)")
-    sweep.add_argument("--retries", type=int, default=1, help="retries of a failed stage (default 1)")
+    sweep.add_argument("--retries", type=_at_least_zero, default=1, help="retries of a failed stage (default 1)")
     sweep.set_defaults(fn=cmd_sweep)
 
     report = sub.add_parser("report", help="Markdown + HTML ablation report of a sweep, from MLflow")
@@ -348,8 +341,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", help="stage output directory, or the word 'score'")
     ev.add_argument("--bench", help="comma-separated benchmarks (default: the seven offline ones)")
     ev.add_argument("--data", help="directory holding one folder per benchmark (default: the world's bench sets)")
-    ev.add_argument("--batch-size", type=int, default=16)
-    ev.add_argument("--max-new-tokens", type=int, default=32)
+    ev.add_argument("--batch-size", type=_positive, default=16)
+    ev.add_argument("--max-new-tokens", type=_positive, default=32)
     ev.add_argument("--out", help="where results JSONs go (default: CHECKPOINT/eval)")
     ev.add_argument("--work-dir", help="work dir holding the presets (default ./.vlmsweep)")
     ev.add_argument("--answers", help="score mode: LLaVA answers JSONL")
@@ -372,47 +365,23 @@ def parser() -> argparse.ArgumentParser:
     world.set_defaults(fn=cmd_data_world)
     ingest = data.add_parser("ingest", help="convert LLaVA-format JSON/JSONL + an image folder to shards",
                              description="Samples that can't be used are skipped, counted by kind and "
-                             "listed in OUT/skipped.json; exit code 2 only if the file itself is malformed.")
+                             "listed in OUT/skipped.json; exit code 2 only if the file itself is malformed. "
+                             "Image paths must stay inside --images (symlinks resolved): one that leaves it "
+                             "is skipped as image_outside_root and never opened.")
     ingest.add_argument("file", help="LLaVA conversations: a JSON list or JSONL")
     ingest.add_argument("--images", required=True, help="image folder the 'image' paths are relative to")
     ingest.add_argument("--out", required=True, help="output shard directory")
     ingest.add_argument("--source", help="source name for every sample (default: the record's "
                         "'source', else llava/<file stem>)")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ingest.add_argument("--max-image-bytes", type=int, default=DEFAULT_MAX_IMAGE_BYTES,
+                        help="skip image files larger than this, unread (default %(default)s: 64 MiB)")
+    ingest.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                        help="skip images with more pixels than this, from their header, undecoded "
+                        "(default %(default)s, PIL's own bomb threshold)")
     ingest.set_defaults(fn=cmd_data_ingest)
 
-    submit = sub.add_parser("submit", help="submit a grid's sweep to a Ray cluster as a Ray Job",
-                            description=SUBMIT_HELP)
-    submit.add_argument("config", help="grid YAML (e.g. experiments/smoke.yaml), or a variant YAML")
-    submit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="change one field of every variant, e.g. --set training.steps=20 (repeatable)")
-    submit.add_argument("--work-dir", help="where the sweep writes, reached by every node: s3://BUCKET/PREFIX, "
-                        "gs://..., or an absolute path on a shared mount (default: $VLMSWEEP_WORK_DIR)")
-    submit.add_argument("--address", help="the cluster's dashboard / Jobs API, e.g. http://HEAD:8265 "
-                        "(default: $VLMSWEEP_JOBS_ADDRESS, else $RAY_API_SERVER_ADDRESS)")
-    submit.add_argument("--variant", help="run only this variant (by its name)")
-    submit.add_argument("--max-concurrent", type=int, help="at most this many stages at once")
-    submit.add_argument("--retries", type=int, help="retries of a failed stage (default 1)")
-    submit.add_argument("--follow", action="store_true", help="then print the job's log as it grows")
-    submit.set_defaults(fn=cmd_submit)
-
-    jobs = sub.add_parser("jobs", help="list, inspect, follow and stop the sweeps' Ray Jobs", description=JOBS_HELP)
-    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
-
-    def jobs_args(sp):
-        sp.add_argument("--address", help="the cluster's dashboard, e.g. http://HEAD:8265 "
-                        "(default: $VLMSWEEP_JOBS_ADDRESS, else $RAY_API_SERVER_ADDRESS)")
-        sp.set_defaults(fn=cmd_jobs)
-        return sp
-
-    jobs_args(jobs_sub.add_parser("list", help="the cluster's vlmsweep jobs")).add_argument(
-        "--all", action="store_true", help="every job on the cluster, not only vlmsweep's")
-    jobs_args(jobs_sub.add_parser("status", help="a job's status")).add_argument("job_id", help="submission id")
-    logs = jobs_args(jobs_sub.add_parser("logs", help="a job's driver log"))
-    logs.add_argument("job_id", help="submission id")
-    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
-    jobs_args(jobs_sub.add_parser("stop", help="stop a job (its sweep resumes on the next submit)")).add_argument(
-        "job_id", help="submission id")
+    add_cluster_commands(sub, _positive, _at_least_zero)
     return p
 
 

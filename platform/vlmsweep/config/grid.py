@@ -32,12 +32,12 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import ConfigError
-from .load import deep_merge, load_raw, load_variant, read_yaml, resolve
-from .schema import ConnectorConfig, DataConfig, LLMConfig, VariantConfig, VisionConfig
+from .errors import ConfigError, did_you_mean
+from .load import apply_sets, base_file, deep_merge, load_located, load_raw, read_yaml, resolve
+from .schema import ConnectorConfig, DataConfig, LLMConfig, VariantConfig, VisionConfig, name_problem
 
 DEFAULT_NAMING = "TinyLLaVA-{recipe}-{vision}-{llm}"
 _GRID_KEYS = {"name", "base", "variant", "naming", "axes", "include", "exclude"}
@@ -57,6 +57,8 @@ class Variant:
     name: str                    # readable, unique within the grid
     axes: dict[str, str]         # axis name → value label (MLflow's axis.* tags)
     config: VariantConfig        # fully resolved; config.name == name
+    # field path → where it was written ("file:line", "--set ..."): for errors found after loading
+    where: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,12 @@ def load_grid(path) -> Grid:
     path = Path(path)
     source = str(path)
     data, gwhere = read_yaml(path)
-    problems = [(k, f"unknown grid field; allowed: {', '.join(sorted(_GRID_KEYS))}")
+    problems = [(k, f"unknown grid field{did_you_mean(k, _GRID_KEYS)}; allowed: {', '.join(sorted(_GRID_KEYS))}")
                 for k in sorted(set(data) - _GRID_KEYS, key=str)]
+    name = data.get("name") or path.stem
+    if not isinstance(name, str) or name_problem(name):
+        # the sweep's name becomes report and Ray experiment directories, and MLflow tags
+        problems.append(("name", f"the sweep name {name_problem(str(name)) or 'must be a string'}"))
     raw, where = _base(data, path, gwhere, problems)
     axes = _axes(data.get("axes"), gwhere, problems)
     labels = {axis: [v.label for v in values] for axis, values in axes.items()}
@@ -116,28 +122,41 @@ def load_grid(path) -> Grid:
     names = _unique([_render(naming, p, m[0]) for p, m in zip(picked, merged)], picked, list(axes))
     _check_names(names, source, gwhere)
 
-    variants, problems, located = [], [], {}
-    for name, labels_, (vraw, vwhere, varied) in zip(names, picked, merged):
-        vraw["name"] = name
+    variants, found = [], []
+    for vname, labels_, (vraw, vwhere, varied) in zip(names, picked, merged):
+        vraw["name"] = vname
         try:
-            variants.append(Variant(name, labels_, resolve(vraw, source, vwhere)))
+            variants.append(Variant(vname, labels_, resolve(vraw, source, vwhere), vwhere))
         except ConfigError as err:
-            for field, msg in err.problems:
-                key = f"[{name}] {field}"
-                problems.append((key, msg))
+            for field_, msg in err.problems:
                 # a whole-block error (e.g. `training`) that only some variants hit is most likely
                 # caused by what they vary: point at that axis value rather than the base's block
-                below = [loc for k, loc in varied.items() if k.startswith(field + ".")]
-                located[key] = varied.get(field) or (below[0] if below else err._locate(field))
-    if problems:
-        raise ConfigError(problems, source, located)
-    return Grid(str(data.get("name") or path.stem), source, labels, variants)
+                below = [loc for k, loc in varied.items() if k.startswith(field_ + ".")]
+                found.append((vname, field_, msg, varied.get(field_) or (below[0] if below else err._locate(field_))))
+    if found:
+        raise variants_error(found, source)
+    return Grid(name, source, labels, variants)
+
+
+def variants_error(found: list[tuple[str, str, str, str]], source: str) -> ConfigError:
+    """(variant, field, message, file:line) problems as one error; a problem several variants share
+    (the same field, message and line) is one line naming them: "[a, b] field: message"."""
+    names_of: dict[tuple[str, str, str], list[str]] = {}
+    for variant, field_, msg, loc in found:
+        names_of.setdefault((field_, msg, loc), []).append(variant)
+    problems, located = [], {}
+    for (field_, msg, loc), names in names_of.items():
+        shown = ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:2])} and {len(names) - 2} more"
+        key = f"[{shown}] {field_}"
+        problems.append((key, msg))
+        located[key] = loc
+    return ConfigError(problems, source, located)
 
 
 def single_variant_grid(path) -> Grid:
     """A plain variant YAML as a grid of one, so `vlmsweep run` has one path for both."""
-    cfg = load_variant(path)
-    return Grid(cfg.name, str(path), {}, [Variant(cfg.name, {}, cfg)])
+    cfg, where = load_located(path)
+    return Grid(cfg.name, str(path), {}, [Variant(cfg.name, {}, cfg, where)])
 
 
 def load_any(path) -> Grid:
@@ -151,21 +170,30 @@ def select(grid: Grid, name: str) -> Grid:
     for v in grid.variants:
         if v.name == name:
             return replace(grid, variants=[v])
-    names = ", ".join(v.name for v in grid.variants)
-    raise ConfigError([("variant", f"no variant {name!r} in grid {grid.name!r}; variants: {names}")],
-                      source=grid.source)
+    names = [v.name for v in grid.variants]
+    raise ConfigError([("variant", f"no variant {name!r} in grid {grid.name!r}{did_you_mean(name, names)}; "
+                                   f"variants: {', '.join(names)}")], source=grid.source)
+
+
+def with_sets(grid: Grid, sets: list) -> Grid:
+    """Every variant with --set changes (load.parse_sets) on top of its resolved config."""
+    variants = []
+    for v in grid.variants:
+        raw, where = apply_sets(v.config.model_dump(mode="json"), v.where, sets, grid.source)
+        variants.append(replace(v, config=resolve(raw, grid.source, where), where=where))
+    return replace(grid, variants=variants)
 
 
 def _base(data: dict, path: Path, gwhere: dict, problems: list) -> tuple[dict, dict]:
     """The raw mapping every variant starts from, and where each of its fields was written."""
     raw, where = {}, {}
-    base = data.get("base")
-    if base is not None:
-        base_path = (path.parent / str(base)).resolve()
-        if not base_path.is_file():
-            problems.append(("base", f"no such variant file: {base_path}"))
-        else:
-            raw, where = load_raw(base_path)  # keeps the base file's own file:line
+    try:
+        base_path = base_file(data.get("base"), path, gwhere)
+    except ConfigError as err:
+        problems.extend(err.problems)
+        base_path = None
+    if base_path is not None:
+        raw, where = load_raw(base_path)  # keeps the base file's own file:line
     inline = data.get("variant")
     if inline is not None:
         if not isinstance(inline, dict):
@@ -299,9 +327,10 @@ def _unique(names: list[str], picked: list[dict[str, str]], axes: list[str]) -> 
 
 
 def _check_names(names: list[str], source: str, gwhere: dict) -> None:
-    # names become MLflow run names, CLI arguments (--variant) and log prefixes
-    problems = [("naming", f"variant name {n!r} contains whitespace or '/'; change the labels or the pattern")
-                for n in dict.fromkeys(names) if re.search(r"[\s/]", n) or not n]
+    # names become MLflow run names, CLI arguments (--variant), log prefixes and directory names
+    bad = {n: name_problem(n) or f"{n!r} contains whitespace" for n in dict.fromkeys(names)
+           if name_problem(n) or re.search(r"\s", n)}
+    problems = [("naming", f"variant name {why}; change the labels or the pattern") for why in bad.values()]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:  # only when a suffixed name meets another variant's plain one
         problems.append(("naming", f"variant names not unique: {', '.join(dupes)}; put more axes in the pattern"))

@@ -8,15 +8,67 @@ below models in the layering, so it cannot import the registries itself.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+import typing
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 TuneMode = Literal["frozen", "full", "partial", "lora", "qlora"]
+NAME_MAX = 100  # variant, sweep and stage names: run names, directory names, URI parts
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` can't be a variant, sweep or stage name, or None. Names become directories
+    (stages/<stage>-<id>, reports/<sweep>), URI parts, MLflow run names and search filters."""
+    if not name:
+        return "'' is empty"
+    if len(name) > NAME_MAX:
+        return f"{name[:20]!r}... is {len(name)} characters long; at most {NAME_MAX}"
+    if not name.isprintable():
+        return f"{name!r} has a non-printable character"
+    if "/" in name or "\\" in name:
+        return f"{name!r} contains a path separator"
+    if ".." in name or name.startswith("."):
+        return f"{name!r} contains '..' or starts with '.' (it would be a relative or hidden path)"
+    if any(q in name for q in "'\"`"):
+        return f"{name!r} contains a quote (MLflow search filters quote names)"
+    return None
+
+
+def _valid_name(name: str) -> str:
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+SafeName = Annotated[str, AfterValidator(_valid_name)]
+
+
+class FieldProblem(ValueError):
+    """A model-level check that one field is to blame for: errors name that field, not the block."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _accepts_bool(annotation) -> bool:
+    return annotation is bool or any(_accepts_bool(a) for a in typing.get_args(annotation))
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # finite numbers only: YAML reads .inf and .nan as floats, pydantic would pass them on
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value, info: ValidationInfo):
+        # YAML reads yes/no/on/off/true as booleans, and pydantic would take them as 1 and 0
+        if isinstance(value, bool) and not _accepts_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"Input should not be a boolean (got {str(value).lower()})")
+        return value
 
 
 class VisionConfig(Strict):
@@ -43,6 +95,15 @@ class LLMConfig(Strict):
 class ConnectorConfig(Strict):
     name: str = "mlp2x_gelu"
     options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _finite(cls, options):
+        # one message for the option, not one per member of the value's union type
+        for key, value in (options.items() if isinstance(options, dict) else ()):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"option {key!r} must be a finite number, got {value}")
+        return options
 
 
 class ModelConfig(Strict):
@@ -100,6 +161,9 @@ class TrainingConfig(Strict):
     # what happens to a sample longer than max_length (counted either way)
     overlong: Literal["truncate", "drop"] = "truncate"
     max_images_per_sequence: int = Field(16, gt=0)
+    # each epoch's rows pass through a shuffle buffer seeded by (seed, rank, epoch): the seed
+    # varies the data order too (data/order.py); 0 or 1 keeps the order as read
+    shuffle_buffer: int = Field(512, ge=0)
     zero_stage: Literal[0, 1, 2, 3] = 2
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     workers: int = Field(1, gt=0)
@@ -108,8 +172,11 @@ class TrainingConfig(Strict):
     log_every: int = Field(1, gt=0)
     checkpoint_every: int = Field(50, gt=0)
     max_failures: int = Field(1, ge=0)
-    # debug hook for resume tests: the given rank exits hard at this step on the first attempt
+    # debug hook for fault tests, once per stage output: at this step the last rank exits hard
+    # ("exit"), or the disk is full while the checkpoint is written ("enospc_checkpoint");
+    # "enospc_output": the disk is full while the finished stage's output is written
     fail_at_step: int | None = None
+    fail_with: Literal["exit", "enospc_checkpoint", "enospc_output"] = "exit"
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:
@@ -121,7 +188,8 @@ class TrainingConfig(Strict):
                 f"global_batch {self.global_batch} is not a multiple of micro_batch × workers "
                 f"= {self.micro_batch} × {self.workers} = {per_step}")
         if self.precision != "fp32" and self.gpus_per_worker == 0:
-            raise ValueError(f"precision {self.precision!r} needs a GPU (gpus_per_worker > 0); use fp32 on CPU")
+            raise FieldProblem("precision", f"precision {self.precision!r} needs a GPU (gpus_per_worker > 0); "
+                                            "use fp32 on CPU")
         return self
 
     @property
@@ -132,7 +200,7 @@ class TrainingConfig(Strict):
 class StageConfig(Strict):
     """One training stage: which data, which template, what trains and how."""
 
-    name: str
+    name: SafeName
     # the data split the stage reads (a key of data.splits)
     split: str
     # "plain" is LLaVA's caption-pretraining format; "chat" = the LLM's chat template
@@ -198,7 +266,7 @@ class EvalConfig(Strict):
 class VariantConfig(Strict):
     """Everything that determines one trained variant (the resolved form has no gaps)."""
 
-    name: str = "variant"
+    name: SafeName = "variant"
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     recipe: RecipeConfig

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vlmsweep import storage
 
-from .errors import ConfigError
+from .errors import InputError
 
 DEFAULT_WORK_DIR = ".vlmsweep"
 ZOO_INFO = "zoo.json"  # next to each zoo artifact; its "key" names the artifact's content
@@ -42,26 +42,26 @@ class WorkDir:
         given = str(location or os.environ.get("VLMSWEEP_WORK_DIR") or DEFAULT_WORK_DIR)
         field = "--work-dir" if location else "VLMSWEEP_WORK_DIR" if os.environ.get("VLMSWEEP_WORK_DIR") else "--work-dir"
         if given.startswith(("http://", "https://", "ray://")):
-            raise ConfigError([(field, f"{given!r} is not storage: give a local path, file://, s3:// or gs://")])
+            raise InputError([(field, f"{given!r} is not storage: give a local path, file://, s3:// or gs://")])
         work = cls(storage.normalize(given))
         if work.is_remote:
             bucket = "/".join(work.uri.split("/", 3)[:3])
             try:
                 reachable = storage.is_dir(bucket)
             except OSError as err:
-                raise ConfigError([(field, f"{given}: cannot reach the store ({err}); S3 is configured by "
+                raise InputError([(field, f"{given}: cannot reach the store ({err}); S3 is configured by "
                                            "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
                                            "AWS_DEFAULT_REGION")]) from None
             if not reachable:
-                raise ConfigError([(field, f"{given}: bucket {bucket} does not exist (create it first)")])
+                raise InputError([(field, f"{given}: bucket {bucket} does not exist (create it first)")])
         else:
             path = Path(work.uri)
             if path.exists() and not path.is_dir():
-                raise ConfigError([(field, f"{given} is a file, not a directory")])
+                raise InputError([(field, f"{given} is a file, not a directory")])
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as err:
-                raise ConfigError([(field, f"{given}: cannot create it ({err.strerror})")]) from None
+                raise InputError([(field, f"{given}: cannot create it ({err.strerror})")]) from None
         return work
 
     @property
@@ -110,12 +110,46 @@ class WorkDir:
             _sync_zoo(self.uri, str(self.local_root / "zoo"))
         return str(self.presets)
 
+    def check_tracking_store(self, reading_sweep: str | None = None) -> None:
+        """A local tracking store that can't be used is one line naming MLFLOW_TRACKING_URI (or
+        --work-dir), not SQLAlchemy's traceback; a report (`reading_sweep`) also needs the database
+        to exist rather than have MLflow create an empty one just to find nothing in it."""
+        uri = self.tracking_uri
+        field = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "--work-dir"
+        if "://" in uri and not uri.startswith(("sqlite:", "file:")):
+            return  # a server (http, databricks, postgresql...) answers for itself
+        if not uri.startswith("sqlite:"):
+            if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+                raise InputError([(field, f"{uri} is a folder, MLflow's file store, which MLflow 3 refuses: give "
+                                          "sqlite:///PATH/mlflow.db or an http(s):// tracking server")])
+            return
+        path = Path(uri.removeprefix("sqlite:///").split("?")[0])
+        problem = _database_problem(path)
+        if problem is None and reading_sweep is not None and not path.exists():
+            problem = f"no sweep {reading_sweep!r}: no MLflow database at {path} (nothing was tracked there yet)"
+        if problem:
+            raise InputError([(field, problem)])
+
     @property
     def tracking_uri(self) -> str:
         """MLFLOW_TRACKING_URI wins; else a sqlite DB on this machine (absolute: sqlite:////abs).
 
         A cluster needs a tracking server: sweep/ray_cluster.check_tracking refuses the rest."""
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.local_root / 'mlflow.db'}"
+
+
+def _database_problem(path: Path) -> str | None:
+    """Why sqlite can't open or create the database file `path`, or None."""
+    if path.is_dir():
+        return f"{path} is a directory, not a database file"
+    parent = path.parent
+    while not parent.exists():  # MLflow creates the missing folders
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create {path}: {parent} is a file, not a directory"
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        return f"cannot write {path}: {'it' if path.exists() else parent} is not writable"
+    return None
 
 
 @lru_cache(maxsize=8)

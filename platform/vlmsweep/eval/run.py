@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from vlmsweep import storage
-from vlmsweep.config.errors import ConfigError
+from vlmsweep.config.errors import ConfigError, InputError
 
 from .benchmarks import get_benchmark
 from .generate import LoadedModel, answer, load_checkpoint
@@ -33,6 +33,23 @@ def check_eval(cfg) -> None:
             problems.append((f"eval.benchmarks.{i}", err.problems[0][1]))
     if problems:
         raise ConfigError(problems)
+
+
+def check_benches(names: list[str], data_dir: str | None = None) -> None:
+    """`vlmsweep eval`'s --bench names all known and, in a local --data dir, each one's folder
+    there: checked before a model is loaded."""
+    problems = []
+    for name in names:
+        try:
+            get_benchmark(name)
+        except ConfigError as err:
+            problems.append(("--bench", err.problems[0][1]))
+    if data_dir and not storage.is_remote(str(data_dir)):
+        missing = [n for n in names if not (Path(data_dir) / n).is_dir()]
+        if missing and not problems:
+            problems.append(("--data", f"{data_dir} has no folder for {', '.join(missing)} (one folder per benchmark)"))
+    if problems:
+        raise InputError(problems)
 
 
 def make_judge(cfg):

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class SweepNotFound(LookupError):
-    pass
+    """No such sweep in the tracking store, or no store to read: an input error (one line, exit 2)."""
 
 
 class Curve(NamedTuple):
@@ -141,13 +141,25 @@ def axis_labels(variants: pd.DataFrame, axis: str) -> list[str]:
     return _natural(variants[column].dropna()) if column in variants else []
 
 
+def _open(tracking_uri: str, experiment: str):
+    """(client, the experiment or None); a store that can't be read at all (not a database, a
+    server that refuses) is SweepNotFound naming it, not the database driver's traceback."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        client = MlflowClient(tracking_uri)  # a sqlite store reads its tables here
+        return client, client.get_experiment_by_name(experiment)
+    except (MlflowException, SQLAlchemyError) as err:
+        detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise SweepNotFound(f"cannot read the MLflow tracking store {tracking_uri}: {detail}") from None
+
+
 def load_sweep(tracking_uri: str, sweep: str, experiment: str = EXPERIMENT, work_dir: str | None = None) -> SweepData:
     """The sweep named SWEEP (its latest run when names repeat; among those run in WORK_DIR when
     given) or with run id SWEEP."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
+    client, found = _open(tracking_uri, experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
         raise SweepNotFound(f"no experiment {experiment!r} at {tracking_uri} (experiments there: "

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from vlmsweep.config.errors import InputError
+
 # LLaVA-1.5's response-format prompts (LLaVA docs/Evaluation.md and its eval question files)
 SINGLE_WORD = "Answer the question using a single word or phrase."
 OPTION_LETTER = "Answer with the option's letter from the given choices directly."
@@ -38,14 +40,71 @@ class Benchmark(Protocol):
     def score(self, predictions: dict, annotations: Any) -> dict: ...
 
 
+class AnnotationError(InputError):
+    """A benchmark file that is missing, not JSON, or not in this benchmark's format: named by
+    file (and line), so the CLI prints one line instead of a KeyError deep in a scorer."""
+
+
+def _read_text(path: Path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        raise AnnotationError([(str(path), "is a directory; give the file")])
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AnnotationError([(str(path), "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise AnnotationError([(str(path), f"cannot read it as text ({err})")]) from None
+
+
 def read_json(path: Path):
-    with open(path) as f:
-        return json.load(f)
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise AnnotationError([(f"{path}:{err.lineno}", f"not valid JSON ({err.msg}, column {err.colno})")]) from None
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    rows = []
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise AnnotationError([(f"{path}:{n}", f"not a JSON line ({err.msg})")]) from None
+    return rows
+
+
+def json_kind(value) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    names = {dict: "an object", list: "an array", str: "a string", type(None): "null", bool: "a boolean"}
+    return names.get(type(value), "a number")
+
+
+def _foreign(path: Path, bench: str, detail: str) -> AnnotationError:
+    return AnnotationError([(str(path), f"not {bench} annotations: {detail} (another benchmark's file?)")])
+
+
+def require_list(rows, path: Path, bench: str, keys: tuple[str, ...]) -> list[dict]:
+    """`rows` when it is a list of records that each hold `keys`: what the scorer reads."""
+    if not isinstance(rows, list):
+        raise _foreign(path, bench, f"expected an array of records, got {json_kind(rows)}")
+    for i, r in enumerate(rows):
+        missing = [k for k in keys if not isinstance(r, dict) or k not in r]
+        if missing:
+            raise _foreign(path, bench, f"record {i} has no {', '.join(map(repr, missing))}")
+    return rows
+
+
+def require_mapping(records, path: Path, bench: str, keys: tuple[str, ...]) -> dict:
+    """`records` when it maps ids to records that each hold `keys`."""
+    if not isinstance(records, dict):
+        raise _foreign(path, bench, f"expected an object of id → record, got {json_kind(records)}")
+    for qid, r in records.items():
+        missing = [k for k in keys if not isinstance(r, dict) or k not in r]
+        if missing:
+            raise _foreign(path, bench, f"record {qid!r} has no {', '.join(map(repr, missing))}")
+    return records
 
 
 def locate(path_or_dir: Path, filename: str) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SINGLE_WORD, locate, match, pct, question_items, read_json, result, row
+from .base import SINGLE_WORD, locate, match, pct, question_items, read_json, require_mapping, result, row
 
 
 def gqa_answer(text: str) -> str:
@@ -25,7 +25,8 @@ class GQA:
 
     def load_annotations(self, path_or_dir: Path) -> dict:
         """{question_id: {answer, question, fullAnswer, types, ...}}, GQA's questions file."""
-        return read_json(locate(path_or_dir, "annotations.json"))
+        path = locate(path_or_dir, "annotations.json")
+        return require_mapping(read_json(path), path, self.name, ("answer",))
 
     def score(self, predictions: dict, annotations: dict) -> dict:
         preds, counts = match(predictions, annotations)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from .base import SINGLE_WORD, locate, match, question_items, read_json, result, row
+from .base import SINGLE_WORD, locate, match, question_items, read_json, require_list, result, row
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene",
               "landmark", "artwork", "OCR")
@@ -36,7 +36,9 @@ class MME:
 
     def load_annotations(self, path_or_dir: Path) -> dict:
         """{question_id: {image, question, answer ("Yes"/"No"), category}}."""
-        return {a["question_id"]: a for a in read_json(locate(path_or_dir, "annotations.json"))}
+        path = locate(path_or_dir, "annotations.json")
+        rows = require_list(read_json(path), path, self.name, ("question_id", "answer", "category", "image"))
+        return {a["question_id"]: a for a in rows}
 
     def score(self, predictions: dict, annotations: dict) -> dict:
         preds, counts = match(predictions, annotations)

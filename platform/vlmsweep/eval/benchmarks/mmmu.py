@@ -20,7 +20,7 @@ import random
 import string
 from pathlib import Path
 
-from .base import OPTION_LETTER, locate, match, pct, question_items, read_json, result, row
+from .base import OPTION_LETTER, locate, match, pct, question_items, read_json, require_mapping, result, row
 
 LETTERS = string.ascii_uppercase
 
@@ -64,7 +64,8 @@ class MMMU:
 
     def load_annotations(self, path_or_dir: Path) -> dict:
         """{id: {question, options, answer (letter), question_type, subject, subfield}}."""
-        return read_json(locate(path_or_dir, "annotations.json"))
+        path = locate(path_or_dir, "annotations.json")
+        return require_mapping(read_json(path), path, self.name, ("answer",))
 
     def score(self, predictions: dict, annotations: dict) -> dict:
         preds, counts = match(predictions, annotations)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .base import Item, locate, match, read_json, result, row
+from .base import Item, locate, match, read_json, require_mapping, result, row
 
 GRADING_PROMPT = """Compare the ground truth and prediction from AI models, to give a correctness score for the prediction. <AND> in the ground truth means it is totally right only when all elements in the ground truth are present in the prediction, and <OR> means it is totally right when any one element in the ground truth is present in the prediction. The correctness score is 0.0 (totally wrong), 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, or 1.0 (totally right). Just complete the last space of the correctness score.
 
@@ -124,7 +124,8 @@ class MMVet:
 
     def load_annotations(self, path_or_dir: Path) -> dict:
         """{id: {imagename, question, answer, capability}} from mm-vet.json."""
-        return read_json(locate(path_or_dir, "mm-vet.json"))
+        path = locate(path_or_dir, "mm-vet.json")
+        return require_mapping(read_json(path), path, self.name, ("question", "answer"))
 
     def score(self, predictions: dict, annotations: dict, judge: Judge | None = None) -> dict:
         judge = judge or self.judge

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SINGLE_WORD, match, question_items, read_jsonl, result, row
+from .base import SINGLE_WORD, AnnotationError, match, question_items, read_jsonl, require_list, result, row
 
 SPLITS = ("random", "popular", "adversarial")
 METRICS = ("f1", "accuracy", "precision", "recall", "yes_ratio")
@@ -65,11 +65,14 @@ class POPE:
         labels = {}
         for file in files:
             split = _split_name(file)
-            for r in read_jsonl(file):
+            for r in require_list(read_jsonl(file), file, self.name, ("question_id", "label")):
+                if not isinstance(r["label"], str):
+                    raise AnnotationError([(str(file), f"question {r['question_id']!r}: label must be yes or no, "
+                                                       f"got {r['label']!r}")])
                 if r["question_id"] in labels:
                     # LLaVA pairs answers with labels by order; ids must be unique to match by id
-                    raise ValueError(f"POPE question_id {r['question_id']!r} appears in "
-                                     f"{labels[r['question_id']]['split']} and {split}")
+                    raise AnnotationError([(str(file), f"POPE question_id {r['question_id']!r} appears in "
+                                                       f"{labels[r['question_id']]['split']} and {split}")])
                 labels[r["question_id"]] = {"label": r["label"].strip().lower(), "split": split}
         return labels
 

@@ -14,7 +14,8 @@ import re
 import string
 from pathlib import Path
 
-from .base import OPTION_LETTER, match, pct, question_items, read_json, result, row
+from .base import (OPTION_LETTER, AnnotationError, match, pct, question_items, read_json, require_mapping, result,
+                   row)
 
 LETTERS = string.ascii_uppercase
 _WHOLE = re.compile(r"\(?([A-Z])\)?\.?")
@@ -41,10 +42,17 @@ class ScienceQA:
         "test" list when that file sits beside it."""
         path = Path(path_or_dir)
         folder, problems_file = (path, path / "problems.json") if path.is_dir() else (path.parent, path)
-        problems = read_json(problems_file)
+        problems = require_mapping(read_json(problems_file), problems_file, self.name, ("choices", "answer"))
         splits = folder / "pid_splits.json"
         if splits.is_file():
-            problems = {pid: problems[pid] for pid in read_json(splits)["test"]}
+            test = read_json(splits)
+            test = test.get("test") if isinstance(test, dict) else None
+            unknown = [pid for pid in test or [] if pid not in problems]
+            if not isinstance(test, list) or unknown:
+                listed = f"; unknown: {unknown[:3]}" if unknown else ""
+                raise AnnotationError([(str(splits),
+                                        f'expected a "test" list of ids from {problems_file.name}{listed}')])
+            problems = {pid: problems[pid] for pid in test}
         return problems
 
     def score(self, predictions: dict, annotations: dict) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..normalize import normalize_answer
-from .base import SINGLE_WORD, locate, match, pct, question_items, read_json, result, row
+from .base import SINGLE_WORD, AnnotationError, locate, match, pct, question_items, read_json, require_list, result, row
 from .vqav2 import vqa_accuracy
 
 OCR_PREFIX = "Reference OCR token: "
@@ -37,9 +37,14 @@ class TextVQA:
 
     def load_annotations(self, path_or_dir: Path) -> dict:
         """{question_id: [the human answers]}."""
-        data = read_json(locate(path_or_dir, "annotations.json"))
-        rows = data["data"] if "data" in data else data["annotations"]
-        return {r["question_id"]: _answers(r["answers"]) for r in rows}
+        path = locate(path_or_dir, "annotations.json")
+        data = read_json(path)
+        rows = data.get("data", data.get("annotations")) if isinstance(data, dict) else None
+        if rows is None:
+            raise AnnotationError([(str(path), 'not textvqa annotations: expected {"data": [...]} or '
+                                               "{\"annotations\": [...]} (another benchmark's file?)")])
+        return {r["question_id"]: _answers(r["answers"])
+                for r in require_list(rows, path, self.name, ("question_id", "answers"))}
 
     def score(self, predictions: dict, annotations: dict) -> dict:
         preds, counts = match(predictions, annotations)

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..normalize import normalize_answer
-from .base import SINGLE_WORD, locate, match, pct, question_items, read_json, result, row
+from .base import SINGLE_WORD, AnnotationError, locate, match, pct, question_items, read_json, require_list, result, row
 
 
 def vqa_accuracy(prediction: str, answers: list[str]) -> float:
@@ -36,8 +36,13 @@ class VQAv2:
 
     def load_annotations(self, path_or_dir: Path) -> dict:
         """{question_id: annotation} from a VQAv2 annotation file ({"annotations": [...]})."""
-        data = read_json(locate(path_or_dir, "annotations.json"))
-        return {a["question_id"]: a for a in data["annotations"]}
+        path = locate(path_or_dir, "annotations.json")
+        data = read_json(path)
+        if not isinstance(data, dict) or "annotations" not in data:
+            raise AnnotationError([(str(path), 'not vqav2 annotations: expected {"annotations": [...]} '
+                                               "(another benchmark's file?)")])
+        return {a["question_id"]: a for a in require_list(data["annotations"], path, self.name,
+                                                          ("question_id", "answers"))}
 
     def score(self, predictions: dict, annotations: dict) -> dict:
         preds, counts = match(predictions, annotations)
