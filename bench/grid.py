@@ -7,14 +7,20 @@
 Both sides generate their own synthetic world and presets, so neither reuses the other's work.
 For the grid side it also prints each stage's overhead: the stage's wall time (its MLflow
 stage run, from release to the end of its trial) minus its training loop's time (the
-manifest's `wall_s`, logged as `stage/wall_s`). Evaluation stages have no loop: their wall
-time is listed on its own.
+manifest's `wall_s`, logged as `stage/wall_s`), with when it started (seconds after the
+first stage: overlapping stages ran at once) and `setup_s`, how long its rank-0 worker took
+from its process start to its first step (imports, Ray Train's set-up, model, DeepSpeed).
+Evaluation stages have no loop: their wall time is listed on its own.
 
-    .venv/bin/python bench/grid.py [experiments/smoke.yaml] [--grid-only]
+    .venv/bin/python bench/grid.py [experiments/smoke.yaml] [--grid-only] [--keep DIR]
+
+--keep DIR keeps the work dirs (with their MLflow DBs) and the grid's output (grid.log) in DIR,
+a new folder, instead of a temporary one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,21 +61,33 @@ def stage_overheads(work: Path) -> list[dict]:
     client = MlflowClient(tracking_uri(work))
     exp = client.get_experiment_by_name("vlmsweep").experiment_id
     rows = []
-    for run in client.search_runs([exp], "tags.`vlmsweep.kind` = 'stage' and tags.`vlmsweep.reused` = 'False'",
-                                  order_by=["attributes.start_time ASC"]):
+    runs = client.search_runs([exp], "tags.`vlmsweep.kind` = 'stage' and tags.`vlmsweep.reused` = 'False'",
+                              order_by=["attributes.start_time ASC"])
+    first = min((r.info.start_time for r in runs), default=0)
+    for run in runs:
         wall = (run.info.end_time - run.info.start_time) / 1000
         loop = run.data.metrics.get("stage/wall_s")
-        rows.append({"stage": run.data.tags["vlmsweep.stage_id"], "status": run.info.status, "wall_s": wall,
-                     "loop_s": loop, "overhead_s": wall - loop if loop is not None else None})
+        stage = run.data.tags["vlmsweep.stage_id"]
+        rows.append({"stage": stage, "status": run.info.status, "start_s": (run.info.start_time - first) / 1000,
+                     "wall_s": wall, "loop_s": loop, "overhead_s": wall - loop if loop is not None else None,
+                     "setup_s": _manifest(work, stage).get("setup_s")})
     return rows
 
 
+def _manifest(work: Path, stage: str) -> dict:
+    try:
+        return json.loads((work / "stages" / stage / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def print_overheads(rows: list[dict]) -> None:
-    print(f"{'grid stage':<34} {'wall s':>7} {'loop s':>7} {'overhead s':>10}")
+    print(f"{'grid stage':<34} {'start s':>7} {'wall s':>7} {'loop s':>7} {'overhead s':>10} {'setup s':>7}")
     for r in rows:
         loop = f"{r['loop_s']:7.1f}" if r["loop_s"] is not None else f"{'-':>7}"
         over = f"{r['overhead_s']:10.1f}" if r["overhead_s"] is not None else f"{'(eval)':>10}"
-        print(f"{r['stage']:<34} {r['wall_s']:7.1f} {loop} {over}")
+        setup = f"{r['setup_s']:7.1f}" if r.get("setup_s") is not None else f"{'-':>7}"
+        print(f"{r['stage']:<34} {r['start_s']:7.1f} {r['wall_s']:7.1f} {loop} {over} {setup}")
     train = [r["overhead_s"] for r in rows if r["overhead_s"] is not None]
     evals = [r["wall_s"] for r in rows if r["overhead_s"] is None]
     if train:
@@ -80,12 +98,18 @@ def print_overheads(rows: list[dict]) -> None:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    grid_only = "--grid-only" in sys.argv[1:]
+    argv = sys.argv[1:]
+    keep = argv[argv.index("--keep") + 1] if "--keep" in argv else None
+    args = [a for k, a in enumerate(argv) if not a.startswith("--") and not (k and argv[k - 1] == "--keep")]
+    grid_only = "--grid-only" in argv
     grid_path = args[0] if args else "experiments/smoke.yaml"
     grid = load_any(ROOT / grid_path)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = keep or scratch
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         grid_s, grid_out = timed(CLI + ["sweep", grid_path], Path(tmp) / "grid")
+        if keep:
+            (Path(tmp) / "grid.log").write_text(grid_out)
         overheads = stage_overheads(Path(tmp) / "grid")
         alone_s, alone_runs = 0.0, 0
         for k, variant in enumerate([] if grid_only else grid.variants):

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from vlmsweep.data.batching import StepAssembler, modality
+from vlmsweep.data.order import StreamOrder
 from vlmsweep.data.packing import pack
 from vlmsweep.data.stream import PREPARED_SCHEMA, PrepSpec, StreamState, iter_samples
 
@@ -42,8 +43,8 @@ def mixed_rows(n: int = 30) -> list[dict]:
             for i in range(n)]
 
 
-def run_steps(rows, state: StreamState, n_steps: int, packing: bool, micro=2, accum=2):
-    stream = iter_samples(FakeShard(rows), SPEC, state)
+def run_steps(rows, state: StreamState, n_steps: int, packing: bool, micro=2, accum=2, order=None):
+    stream = iter_samples(FakeShard(rows), SPEC, state, order)
     assembler = StepAssembler(pack(stream, 16, 4, packing), micro, accum, group_by_modality=not packing)
     trained, kinds = [], []
     for _ in range(n_steps):
@@ -71,21 +72,41 @@ def test_grouping_works_with_a_single_modality_and_accumulation():
     assert [len(ids) for ids in trained] == [3, 3, 3]
 
 
-@pytest.mark.parametrize("packing", [True, False], ids=["packed", "grouped"])
-@pytest.mark.parametrize("stop_after", [1, 2, 3])
-def test_resume_neither_repeats_nor_skips_samples(packing, stop_after):
-    rows = mixed_rows(40)
-    total = 6
-    clean, clean_kinds, _, clean_state = run_steps(rows, StreamState(), total, packing)
+# shuffled with a buffer smaller than the epoch, and with one holding all of it
+ORDERS = [None, StreamOrder(seed=7, rank=0, buffer=8), StreamOrder(seed=7, rank=1, buffer=64)]
 
-    first, _, (position, ahead), live = run_steps(rows, StreamState(), stop_after, packing)
+
+@pytest.mark.parametrize("order", ORDERS, ids=["as-read", "shuffled-buffer8", "shuffled-whole-epoch"])
+@pytest.mark.parametrize("packing", [True, False], ids=["packed", "grouped"])
+@pytest.mark.parametrize("stop_after", [1, 2, 3, 5])
+@pytest.mark.parametrize("n_rows", [40, 14], ids=["one-epoch", "epochs-roll-over"])
+def test_resume_neither_repeats_nor_skips_samples(packing, stop_after, order, n_rows):
+    rows = mixed_rows(n_rows)
+    total = 7
+    clean, clean_kinds, _, clean_state = run_steps(rows, StreamState(), total, packing, order=order)
+
+    first, _, (position, ahead), live = run_steps(rows, StreamState(), stop_after, packing, order=order)
     # what a checkpoint keeps: the state rewound to the position, plus the rows trained beyond it
     restored = StreamState.restore(live.to_dict(), position, ahead)
-    rest, _, _, resumed_state = run_steps(rows, restored, total - stop_after, packing)
+    rest, _, _, resumed_state = run_steps(rows, restored, total - stop_after, packing, order=order)
 
     assert first + rest == clean
     # skip counts are exact too: rows before the position are not counted a second time
     assert resumed_state.skip_counts() == clean_state.skip_counts()
+    if n_rows == 14:
+        assert clean_state.epoch >= 1, "the case meant to cross an epoch did not"
+
+
+def test_the_seed_orders_the_trained_samples():
+    rows = mixed_rows(40)
+
+    def trained(order):
+        return [i for ids in run_steps(rows, StreamState(), 5, packing=True, order=order)[0] for i in ids]
+
+    same = trained(StreamOrder(seed=1, rank=0, buffer=64))
+    assert trained(StreamOrder(seed=1, rank=0, buffer=64)) == same
+    assert trained(StreamOrder(seed=2, rank=0, buffer=64)) != same
+    assert trained(None) != same
 
 
 def test_modality_of_a_row():

@@ -171,7 +171,8 @@ def test_stage_trains_from_ingested_llava_json_and_reports_unusable_samples(work
                    "data": {"name": "llava-json", "source": "shards", "splits": {"instruct": str(tmp_path / "shards")}},
                    "recipe": "single_stage",
                    "training": {"steps": 3, "global_batch": 4, "micro_batch": 1, "workers": 2, "cpus_per_worker": 0.5,
-                                "max_length": 384, "overlong": "drop", "checkpoint_every": 10, "lr": 1e-3}})
+                                "max_length": 384, "overlong": "drop", "checkpoint_every": 10, "lr": 1e-3,
+                                "shuffle_buffer": 0}})   # read as written: the over-long ones come first
     out = Path(work.stages) / "ingested-single-stage"
     result = run_stage(cfg, 0, work=work, shard_dir=str(tmp_path / "shards"), out_dir=str(out), init_dir=None)
     assert result.summary["steps"] == 3

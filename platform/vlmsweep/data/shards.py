@@ -274,6 +274,23 @@ def shard_files(shard_dir: str | Path) -> list[str]:
     return paths
 
 
+class ShardError(Exception):
+    """A shard that can't be read (corrupt, truncated, gone mid-stage); the message names it."""
+
+
+def iter_shard_tables(uri: str, columns: list[str] | None = None, batch_size: int = 256) -> Iterator[pa.Table]:
+    """A shard's rows in order, as tables of up to `batch_size` rows. Any failure to read it is a
+    ShardError naming the file: a decoder's own message ("ZSTD decompression failed") doesn't say
+    which of a split's shards is bad."""
+    fs, path = storage.filesystem(uri)
+    try:
+        with fs.open_input_file(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns):
+                yield pa.Table.from_batches([batch])
+    except (OSError, pa.ArrowException) as err:
+        raise ShardError(f"shard {uri} is unreadable: {err}") from None
+
+
 def iter_samples(shard_dir: str | Path) -> Iterator[dict]:
     """Every sample in manifest order as plain dicts (for tools and tests, not training)."""
     for path in shard_files(shard_dir):

@@ -1,15 +1,21 @@
 """Ray Data: shards → preprocessed samples, one deterministic stream per Train worker.
 
-The driver builds one dataset per rank (rows whose id hashes to that rank) and hands
-them to the trainer unsplit; each worker reads its own. Ray's default streaming split
+Every rank gets its own dataset (rows whose id hashes to that rank, `rank_of`) and the
+trainer hands them out unsplit; each worker reads its own. Ray's default streaming split
 hands blocks to whichever worker asks first, so a worker's rows would differ between
 runs, and a resumed stage could not find its place. With a fixed row → rank map and
 ordered execution, the stream a rank sees is the same every time.
 
-Preprocessing runs in Ray Data tasks (CPU): decode images, pad-to-square + the vision
-processor, render the template, tokenize with label spans. A sample that can't be used
-keeps its row with a `skip_reason`, so the worker counts it (by reason, with ids)
-instead of it vanishing inside the pipeline.
+Preprocessing (`prepare_table`): decode images, pad-to-square + the vision processor, render
+the template, tokenize with label spans. A sample that can't be used keeps its row with a
+`skip_reason`, so the worker counts it (by reason, with ids) instead of it vanishing inside
+the pipeline.
+
+A small split is prepared once per split and preprocessing and cached (data/prepared.py);
+a large one streams through `rank_datasets`, each rank's pipeline running in its worker.
+
+Within each epoch a rank's rows pass through a seeded shuffle buffer (data/order.py), so the
+seed varies the data order and a checkpoint's stream position still names the same row.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from vlmsweep.config.workdir import WorkDir
 from vlmsweep.models.llm import load_tokenizer
 from vlmsweep.models.vision import load_image_processor, preprocess_images
 
+from .order import StreamOrder
 from .packing import Sample
-from .shards import read_manifest, shard_files
+from .shards import ShardError, iter_shard_tables, read_manifest, shard_files
 from .tokenize import SkipSample, tokenize_conversation
 
 PREPARED_SCHEMA = pa.schema([
@@ -128,23 +135,56 @@ def keep_rank(table: pa.Table, rank: int, world: int) -> pa.Table:
 # store: a small dataset is read for many epochs, and re-running decode + tokenize for each
 # one costs more than the training steps (Ray Data re-executes a lazy dataset per epoch).
 MATERIALIZE_BELOW_BYTES = 64 << 20
+_COLUMNS = ["id", "images", "conversations"]   # what preprocessing reads of a shard row
 
 
-def rank_datasets(shard_dir: str, world: int, spec: PrepSpec, prefix: str = "train") -> dict:
-    """One Ray dataset per rank, named f"{prefix}_rank{r}", in a fixed order."""
+def _select_and_prepare(ds, spec: PrepSpec, world: int = 1, rank: int = 0):
+    ds = ds.select_columns(_COLUMNS)
+    if world > 1:
+        ds = ds.map_batches(keep_rank, fn_kwargs={"rank": rank, "world": world}, batch_format="pyarrow",
+                            zero_copy_batch=True)
+    return ds.map_batches(prepare_table, fn_kwargs={"spec": spec}, batch_format="pyarrow", batch_size=32)
+
+
+def _read_shards(batch: pa.Table) -> Iterator[pa.Table]:
+    for uri in batch.column("file").to_pylist():
+        yield from iter_shard_tables(uri, _COLUMNS)
+
+
+def shard_rows(files: list[str]):
+    """A Ray dataset of the shards' rows (the columns preprocessing reads), in file order.
+
+    Not `ray.data.read_parquet`: it retries a read that fails (ten times) and then surfaces a
+    SystemException that doesn't name the file, while a corrupt shard must fail its stage at
+    once, with the shard's name as the reason (shards.ShardError)."""
+    import ray.data
+
+    _ordered()
+    return ray.data.from_items([{"file": f} for f in files]).map_batches(
+        _read_shards, batch_size=1, batch_format="pyarrow")
+
+
+def _ordered() -> None:
     import ray.data
 
     ray.data.DataContext.get_current().execution_options.preserve_order = True
+
+
+def rank_datasets(shard_dir: str, world: int, spec: PrepSpec, prefix: str = "train",
+                  materialize: bool | None = None) -> dict:
+    """One Ray dataset per rank (read → the rank's rows → prepare), named f"{prefix}_rank{r}", in a
+    fixed order: the streaming path, for splits too large to prepare once and hold (stage_datasets).
+    Lazy, each runs in its own worker; materialized here instead when `materialize`, which by
+    default is whether the shards are under MATERIALIZE_BELOW_BYTES."""
+
+    _ordered()
     files = shard_files(shard_dir)
-    small = sum(s["bytes"] for s in read_manifest(shard_dir)["shards"]) < MATERIALIZE_BELOW_BYTES
+    if materialize is None:
+        materialize = sum(s["bytes"] for s in read_manifest(shard_dir)["shards"]) < MATERIALIZE_BELOW_BYTES
     out = {}
     for rank in range(world):
-        ds = ray.data.read_parquet(files, shuffle=None).select_columns(["id", "images", "conversations"])
-        if world > 1:
-            ds = ds.map_batches(keep_rank, fn_kwargs={"rank": rank, "world": world}, batch_format="pyarrow",
-                                zero_copy_batch=True)
-        ds = ds.map_batches(prepare_table, fn_kwargs={"spec": spec}, batch_format="pyarrow", batch_size=32)
-        out[f"{prefix}_rank{rank}"] = ds.materialize() if small else ds
+        ds = _select_and_prepare(shard_rows(files), spec, world, rank)
+        out[f"{prefix}_rank{rank}"] = ds.materialize() if materialize else ds
     return out
 
 
@@ -183,38 +223,62 @@ class StreamState:
         return {reason: len(entries) for reason, entries in sorted(self.skipped.items())}
 
 
-def iter_samples(iterator, spec: PrepSpec, state: StreamState) -> Iterator[Sample]:
+def iter_samples(iterator, spec: PrepSpec, state: StreamState, order: StreamOrder | None = None) -> Iterator[Sample]:
     """Endless samples, epoch after epoch, continuing from `state` (which is updated in place).
 
-    Rows up to the state's position are passed over without counting again, so a resumed
-    stage sees exactly the samples the interrupted one had not trained on yet.
+    Each epoch's rows come in `order` (a seeded shuffle; as read when None). Positions count
+    rows in that order, and rows up to the state's position are passed over without
+    counting again, so a resumed stage sees exactly the samples the interrupted one had not
+    trained on yet.
     """
     resume_epoch, resume_index = state.epoch, state.index
     ahead = {tuple(p) for p in state.consumed_ahead}
     epoch = resume_epoch
     while True:
         index = 0
-        for batch in iterator.iter_batches(batch_format="pyarrow", batch_size=64, prefetch_batches=2):
-            for sample, skip in _rows(batch, spec):
-                index += 1
-                if (epoch, index) <= (resume_epoch, resume_index):
-                    continue
-                state.epoch, state.index, state.passed = epoch, index, state.passed + 1
-                if (epoch, index) in ahead:  # trained on before the interruption
-                    continue
-                if sample is None:
-                    if epoch == 0:
-                        reason, sample_id = skip
-                        state.skipped.setdefault(reason, []).append([index, sample_id])
-                    continue
-                if skip and epoch == 0:  # a usable but truncated sample
-                    state.truncated.append(index)
-                sample.position = (epoch, index, state.passed)
-                yield sample
+        rows = (row for batch in _batches(iterator) for row in _rows(batch, spec))
+        for sample, skip in (order.epoch(rows, epoch) if order else rows):
+            index += 1
+            if (epoch, index) <= (resume_epoch, resume_index):
+                continue
+            state.epoch, state.index, state.passed = epoch, index, state.passed + 1
+            if (epoch, index) in ahead:  # trained on before the interruption
+                continue
+            if sample is None:
+                if epoch == 0:
+                    reason, sample_id = skip
+                    state.skipped.setdefault(reason, []).append([index, sample_id])
+                continue
+            if skip and epoch == 0:  # a usable but truncated sample
+                state.truncated.append(index)
+            sample.position = (epoch, index, state.passed)
+            yield sample
         if index == 0:
             raise RuntimeError("this worker's data stream is empty: too few samples for the number of workers")
         epoch += 1
         state.epoch, state.index = epoch, 0
+
+
+def _batches(iterator) -> Iterator[pa.Table]:
+    """The dataset's batches; a shard that can't be read ends the stream with its ShardError
+    (one line naming the file), not Ray Data's wrapping of it."""
+    try:
+        yield from iterator.iter_batches(batch_format="pyarrow", batch_size=64, prefetch_batches=2)
+    except Exception as err:
+        cause = _shard_error(err)
+        if cause is None:
+            raise
+        raise ShardError(cause) from None
+
+
+def _shard_error(err: BaseException | None) -> str | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, ShardError):
+            return next((a for a in err.args if isinstance(a, str) and a.startswith("shard ")), str(err))
+        err = err.__cause__ or err.__context__ or getattr(err, "cause", None)
+    return None
 
 
 def _rows(batch: pa.Table, spec: PrepSpec):

@@ -311,7 +311,16 @@ def run_plan(plan: Plan, work: WorkDir, hooks, *, done: Iterable[str] = (), max_
         resources=lambda config: tune.PlacementGroupFactory([requests[config["stage_id"]]]))
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=len(todo), trial_dirname_creator=_trial_dirname),
+        # reuse_actors: a trial whose request equals a finished trial's (train after train, eval
+        # after eval) runs in that trial's process, which has started and imported torch,
+        # transformers and Ray Train / Data already (~5 s per stage on 2 CPUs). Tune keeps a
+        # finished trial's actor only for a pending trial of the same request, or (one actor)
+        # while no trial is pending; it stops it as soon as a trial with another request is
+        # pending. So a cached eval actor holds its 1 CPU only while nothing else is released,
+        # and then no more than it held while it ran: the searcher admitted what runs next to
+        # it with that CPU taken, so the running stages' Ray Data keeps its DATA_RESERVE.
+        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=len(todo), trial_dirname_creator=_trial_dirname,
+                                    reuse_actors=True),
         run_config=tune_run_config(f"{plan.grid.name}-{os.getpid()}-{time.time_ns() // 10**6}", work, retries,
                                    [StageEvents(nodes, hooks)]),
     )

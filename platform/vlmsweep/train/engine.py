@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from contextlib import contextmanager
 
 import torch
@@ -27,12 +28,46 @@ def deepspeed_config(t: TrainingConfig) -> dict:
     }
 
 
+def import_deepspeed():
+    """`import deepspeed`, without two imports that cost every Train worker ~1-2 s of CPU each
+    (measured on 2 CPUs) and that no stage of ours uses:
+    - mlflow: DeepSpeed's autotuner imports it at module level (`try: import mlflow`) to log
+      autotuning runs; importing mlflow pulls in pandas, fastapi and its GenAI modules. It is
+      hidden while deepspeed is imported (the autotuner then sees no mlflow), and importable
+      again afterwards: a rank-0 worker with a metrics sink imports it for real (worker.py).
+    - Muon: ZeRO checks `isinstance(optimizer, MuonWithAuxAdam)`, and importing that module
+      wraps its update functions in torch.compile (torch._inductor's import). Our optimizer
+      is torch's AdamW (deepspeed_config), never Muon: its module is imported here with
+      DeepSpeed's compile decorator as the identity, so nothing there is compiled.
+    """
+    if "deepspeed" in sys.modules:
+        return sys.modules["deepspeed"]
+    hidden = "mlflow" not in sys.modules
+    if hidden:
+        sys.modules["mlflow"] = None  # an import of it raises ImportError
+    try:
+        import deepspeed
+    finally:
+        if hidden and sys.modules.get("mlflow", 0) is None:
+            del sys.modules["mlflow"]
+    from deepspeed.runtime import compiler
+
+    compile_ = compiler.compile
+    compiler.compile = lambda: (lambda fn: fn)
+    try:
+        import deepspeed.runtime.zero.muon.muon_optimizer  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        compiler.compile = compile_
+    return deepspeed
+
+
 def build_engine(model: torch.nn.Module, groups: list[dict], t: TrainingConfig):
     """DeepSpeed engine over the trainable parameter groups (each keeps its own lr)."""
     import importlib
 
-    import deepspeed
-
+    deepspeed = import_deepspeed()
     if not torch.cuda.is_available():
         # On CPU, DeepSpeed JIT-compiles a shared-memory collective op on first use (~50 s on a
         # cold machine, every fresh CI machine); gloo's own all-reduce is what we use anyway.

@@ -1,21 +1,25 @@
 """Run one training stage as one Ray Train TorchTrainer (V2 API).
 
 The driver prepares what workers need (a picklable job), builds one Ray Data stream per
-worker, and fits. A worker failure is retried by Ray Train from the last checkpoint
-(`training.max_failures`); the stage output appears only when the stage finished.
+worker (a small split's rows prepared once for all ranks, or found in the work dir's cache of
+prepared rows: data/stream.py), and fits. A worker failure is retried by Ray Train from the
+last checkpoint (`training.max_failures`); the stage output appears only when the stage finished.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
 
 from vlmsweep import storage
 from vlmsweep.config.schema import VariantConfig
 from vlmsweep.config.workdir import WorkDir
+from vlmsweep.data.order import ORDER_VERSION
+from vlmsweep.data.prepared import stage_datasets
 from vlmsweep.data.shards import read_manifest as read_shard_manifest
-from vlmsweep.data.stream import PrepSpec, rank_datasets
+from vlmsweep.data.stream import PrepSpec
 from vlmsweep.data.tokenize import LABELS_VERSION
 from vlmsweep.models.check import chat_template
 from vlmsweep.models.connectors import connector_output_tokens
@@ -25,11 +29,11 @@ from vlmsweep.models.vision import vision_config, vision_geometry
 
 from .stage_output import is_complete, read_manifest
 
-
 # Training fields that change how a stage runs but not what it computes: checkpoints resume
 # exactly, logging is a side channel, and CPUs per worker only set placement. Worker count,
 # batch, seed and data do change the math, so they stay in the identity.
-NOT_IN_IDENTITY = frozenset({"checkpoint_every", "log_every", "max_failures", "cpus_per_worker", "fail_at_step"})
+NOT_IN_IDENTITY = frozenset({"checkpoint_every", "log_every", "max_failures", "cpus_per_worker", "fail_at_step",
+                             "fail_with"})
 
 
 def _identity_of_stage(stage) -> dict:
@@ -46,7 +50,7 @@ def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict |
     rebuilt in place when the world or the zoo spec changes); see weights_identity."""
     payload = {"model": cfg.model.model_dump(mode="json"), "data": data_identity, "seed": cfg.seed,
                "stages": [_identity_of_stage(s) for s in cfg.recipe.stages[:index + 1]],
-               "labels": LABELS_VERSION}
+               "labels": LABELS_VERSION, "order": ORDER_VERSION}
     if weights:  # only zoo:<name> checkpoints need it: a Hub name or a path names its content
         payload["weights"] = weights
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -89,7 +93,13 @@ def run_stage(cfg: VariantConfig, index: int, *, work: WorkDir, shard_dir: str, 
     """Train stage `index` of the variant from `init_dir` (the previous stage's output) into `out_dir`
     (locations in `work`); Ray Train keeps its checkpoints in the work dir's `ray/`, so a worker group
     restarted on other nodes resumes from them."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     from .worker import train_stage
@@ -97,6 +107,7 @@ def run_stage(cfg: VariantConfig, index: int, *, work: WorkDir, shard_dir: str, 
     stage = cfg.recipe.stages[index]
     if is_complete(out_dir):
         return StageResult(stage.name, out_dir, True, read_manifest(out_dir))
+    started = time.perf_counter()
     t = stage.training
     spec = prep_spec(cfg, index, work)
     tokenizer = load_tokenizer(cfg.model.llm, work.model_root())
@@ -104,7 +115,10 @@ def run_stage(cfg: VariantConfig, index: int, *, work: WorkDir, shard_dir: str, 
            "prep": asdict(spec), "work": work.uri, "init_dir": init_dir, "out_dir": out_dir,
            "dataset": "train", "total_rows": read_shard_manifest(shard_dir)["rows"],
            "pad_id": tokenizer.pad_token_id, "sink": sink}
-    datasets = rank_datasets(shard_dir, t.workers, spec, prefix="train")
+    # the zoo's content keys: a rebuilt zoo tokenizer or image processor prepares rows differently
+    data = stage_datasets(shard_dir, t.workers, spec, prefix="train", identity=weights_identity(cfg, work))
+    print(f"[{stage.name}] data ready in {time.perf_counter() - started:.1f} s ({data.how}"
+          f"{': ' + data.prepared if data.prepared else ''})", flush=True)
     storage_path, storage_fs = storage.ray_storage(work.ray_storage)
     # each worker reads the dataset named for its rank: the loop asks for "train_rank{r}"
     trainer = TorchTrainer(
@@ -113,7 +127,7 @@ def run_stage(cfg: VariantConfig, index: int, *, work: WorkDir, shard_dir: str, 
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": t.cpus_per_worker,
                                                            **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})}),
-        datasets=datasets,
+        datasets=data.datasets,
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(name=storage.name(out_dir), storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=t.max_failures),

@@ -9,23 +9,23 @@ learning-rate progress and the exact data position).
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 
 import torch
 import torch.distributed as dist
 
-from vlmsweep import storage
 from vlmsweep.config.load import dump_resolved
 from vlmsweep.config.schema import VariantConfig
 from vlmsweep.config.workdir import WorkDir
 from vlmsweep.data.batching import StepAssembler
+from vlmsweep.data.order import StreamOrder
 from vlmsweep.data.packing import collate, pack
 from vlmsweep.data.stream import PrepSpec, StreamState, iter_samples
 from vlmsweep.models.tuning import apply_tuning, format_summary
 from vlmsweep.models.vlm import build_vlm
 
+from . import faults
 from .engine import build_engine, full_parameters, lr_factor, set_lrs
 from .stage_output import load_into, save_stage
 
@@ -52,17 +52,6 @@ def _all_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def _maybe_fail(job: dict, step: int, rank: int, world: int) -> None:
-    """Test hook: the last rank dies hard once at `fail_at_step`, as a crashed worker would."""
-    at = job["stage"]["training"]["fail_at_step"]
-    if at is None or step != at or rank != world - 1:
-        return
-    marker = storage.join(job["out_dir"], ".failure_injected")
-    if not storage.exists(marker):
-        storage.write_text(marker, "")
-        os._exit(1)
-
-
 def train_stage(job: dict) -> dict:
     """Entry point of `TorchTrainer(train_loop_per_worker=...)`; `job` comes from stage.py."""
     import ray.train
@@ -77,11 +66,16 @@ def train_stage(job: dict) -> dict:
     sink = job.get("sink") if rank == 0 else None
     pad_id = int(job["pad_id"])
 
+    entered = time.perf_counter()
     vlm, groups, tune_rows = build_stage_model(cfg, index, WorkDir(job["work"]).model_root(), job["init_dir"])
     if rank == 0:
         print(f"[{stage.name}] what trains:\n{format_summary(tune_rows)}", flush=True)
+    built = time.perf_counter()
     engine = build_engine(vlm, groups, t)
+    engine_built = time.perf_counter()
     base_lrs = [g["lr"] for g in groups]
+    if sink is not None:
+        sink.open()   # its imports happen before the loop's clock starts, not inside it
 
     step, passed_global, stream, resumed_from = 0, 0.0, StreamState(), None
     checkpoint = ray.train.get_checkpoint()
@@ -93,18 +87,23 @@ def train_stage(job: dict) -> dict:
         resumed_from = step
         print(f"[{stage.name}] rank {rank} resumed at step {step}, stream position {client['position'][rank]}", flush=True)
 
-    rows = pack(iter_samples(ray.train.get_dataset_shard(job["dataset"]), spec, stream),
+    order = StreamOrder(cfg.seed, rank, t.shuffle_buffer)   # the seed orders the data, too
+    rows = pack(iter_samples(ray.train.get_dataset_shard(job["dataset"]), spec, stream, order),
                 t.max_length, t.max_images_per_sequence, t.packing)
     steps = StepAssembler(rows, t.micro_batch, t.grad_accum, group_by_modality=not t.packing, agree=_agree)
     total_rows = job["total_rows"] * (t.epochs or 0)
     position, ahead = (stream.epoch, stream.index, stream.passed), []
     history, started = [], time.perf_counter()
     tokens_done = 0
+    setup_s = time.time() - _process_start()
+    if rank == 0:
+        print(f"[{stage.name}] rank 0 starts training {setup_s:.1f} s after its process started "
+              f"(model {built - entered:.1f} s, DeepSpeed {engine_built - built:.1f} s)", flush=True)
     while True:
         progress = step / t.steps if t.steps else passed_global / max(total_rows, 1)
         if progress >= 1:
             break
-        _maybe_fail(job, step + 1, rank, world)
+        faults.exit_hard(job, step + 1, rank, world)
         set_lrs(engine, base_lrs, lr_factor(progress, t))
         step_start = time.perf_counter()
         loss_sum = real = total = target = samples = 0.0
@@ -137,17 +136,26 @@ def train_stage(job: dict) -> dict:
         # not after the last step: the stage output is saved right after the loop, and a crash
         # before that resumes from the previous checkpoint (a save + a ~2 s barrier per stage)
         if step % t.checkpoint_every == 0 and step != t.steps:
-            _checkpoint(engine, step, passed_global, stream, position, ahead, metrics)
+            _checkpoint(engine, step, passed_global, stream, position, ahead, metrics,
+                        lambda: rank == world - 1 and faults.disk_full(job, "enospc_checkpoint", step))
         if sink is not None and step % t.log_every == 0:
             sink.log_metrics(metrics, step)
 
     elapsed = time.perf_counter() - started
     summary = _finish(job, cfg, stage, engine, vlm, stream, rank, tune_rows,
-                      {"steps": step, "resumed_from_step": resumed_from, "wall_s": elapsed, "tokens": tokens_done,
+                      {"steps": step, "resumed_from_step": resumed_from, "wall_s": elapsed, "setup_s": setup_s,
+                       "tokens": tokens_done,
                        "tokens_per_s": tokens_done / max(elapsed, 1e-9),
                        "final_loss": history[-1]["loss"] if history else None,
                        "first_loss": history[0]["loss"] if history else None})
     return summary
+
+
+def _process_start() -> float:
+    """When this worker's process started (epoch seconds): its imports and Ray Train's set-up count."""
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def _gather(obj) -> list:
@@ -166,14 +174,18 @@ def _agree(ready: list[bool]) -> int | None:
     return next((i for i, f in enumerate(flags.tolist()) if f), None)
 
 
-def _checkpoint(engine, step: int, passed_global: float, stream: StreamState, position, ahead, metrics: dict) -> None:
-    """Every rank saves its part and reports it; Ray merges them into one checkpoint."""
+def _checkpoint(engine, step: int, passed_global: float, stream: StreamState, position, ahead, metrics: dict,
+                fault=lambda: None) -> None:
+    """Every rank saves its part and reports it; Ray merges them into one checkpoint. A rank
+    whose save fails (`fault`: an injected full disk) reports nothing: the checkpoint is not
+    registered and the one before it stays the last."""
     import ray.train
 
     states, positions, aheads = _gather(stream.to_dict()), _gather(list(position)), _gather(ahead)
     with tempfile.TemporaryDirectory() as d:
         engine.save_checkpoint(d, tag=CHECKPOINT_TAG, client_state={
             "step": step, "passed_global": passed_global, "stream": states, "position": positions, "ahead": aheads})
+        fault()
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
@@ -189,6 +201,7 @@ def _finish(job, cfg, stage, engine, vlm, stream, rank, tune_rows, summary) -> d
                    tuning=[row.__dict__ for row in tune_rows])
     with full_parameters(engine):
         if rank == 0:
+            faults.disk_full(job, "enospc_output")   # the disk fills up while rank 0 writes
             save_stage(vlm, job["out_dir"], stage=stage.name, files={"skipped.json": json.dumps(skipped, indent=1)},
                        modes={c: tc.mode for c, tc in stage.components().items()}, init_dir=job["init_dir"],
                        config_yaml=dump_resolved(cfg), summary={k: v for k, v in summary.items() if k != "skipped_ids"})
