@@ -8,6 +8,17 @@
 
 The next stage reads the manifest to know what to load — never path names. A component
 whose weights the manifest doesn't list is loaded from its pretrained checkpoint.
+
+LoRA across stages. A stage starts from its init stage with every adapter merged into its
+base (worker.build_stage_model: load_into(merge_lora=True)), so a component's entry is:
+  frozen after lora    the init's entry carried over unchanged (base weights file if any, and
+                       the adapter): nothing changed, and serving can still keep it separate
+  full/partial after   the full weights: the adapter was merged before training, so they hold it
+  lora after lora      (same or new options) the base under the new adapter is the old base with
+                       the old adapter merged in: saved as the weights, the new adapter beside it
+  lora after anything  the init's weights file (if any) copied as the base, and the adapter
+  else
+Loading (merged or not) therefore always rebuilds the model the stage trained.
 """
 
 from __future__ import annotations
@@ -98,28 +109,62 @@ def load_into(vlm: VLM, stage_dir: str | Path, merge_lora: bool = True) -> dict:
 def save_stage(vlm: VLM, out_dir: str | Path, *, stage: str, modes: dict[str, str], init_dir: str | None,
                config_yaml: str, summary: dict, files: dict[str, str] | None = None) -> dict:
     """Write the stage output (rank 0 only, with full parameters in hand); `files`: extra text
-    files by name (skipped.json). The manifest is written last, so its presence means complete:
-    a remote output is assembled on local disk, then uploaded with the manifest after the rest."""
+    files by name (skipped.json).
+
+    Never half-written: everything is written under a temporary name first, then committed,
+    the manifest (whose presence means complete) last. A local output is assembled in a
+    sibling folder and moved in by renames; a remote one is assembled on local disk and
+    uploaded. A write that fails (a full disk) leaves no file under an output's final name."""
     out_dir = str(out_dir)
     remote = storage.is_remote(out_dir)
-    if remote:
-        (storage.cache_root() / "staging").mkdir(parents=True, exist_ok=True)
-        out = Path(tempfile.mkdtemp(prefix=f"{storage.name(out_dir)}-", dir=storage.cache_root() / "staging"))
-    else:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    staging = storage.cache_root() / "staging" if remote else Path(out_dir).parent
+    staging.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{storage.name(out_dir)}.partial-", dir=staging))
     try:
         manifest = _write_stage(vlm, out, stage=stage, modes=modes, init_dir=init_dir, config_yaml=config_yaml,
                                 summary=summary, files=files or {})
         if remote:
             storage.upload_dir(out, out_dir, last=MANIFEST)
+        else:
+            _commit_local(out, Path(out_dir))
     finally:
-        if remote:
-            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
     return manifest
 
 
+def _commit_local(assembled: Path, out_dir: Path) -> None:
+    """Move an assembled output into place (same filesystem: renames, no copies), the manifest
+    last. `out_dir` may already hold files of an attempt that never finished (no manifest):
+    they are replaced."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(assembled.iterdir(), key=lambda p: p.name == MANIFEST):
+        target = out_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+
+
+def _base_weights(peft_model) -> dict:
+    """The weights under a peft wrapper's adapters, keyed as the bare model's state dict
+    (`q_proj.base_layer.weight` -> `q_proj.weight`; the adapters' own tensors left out)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    base = peft_model.get_base_model()
+    tuned = [name for name, m in base.named_modules() if isinstance(m, BaseTunerLayer)]
+    out = {}
+    for key, value in base.state_dict().items():
+        layer = next((t for t in tuned if key.startswith(t + ".")), None)
+        if layer is not None:
+            rest = key[len(layer) + 1:]
+            if not rest.startswith("base_layer."):
+                continue  # lora_A / lora_B / ...: the adapter's, saved with save_pretrained
+            key = f"{layer}.{rest[len('base_layer.'):]}"
+        out[key] = value.detach().to("cpu").clone().contiguous()
+    return out
+
+
 def _write_stage(vlm: VLM, out: Path, *, stage, modes, init_dir, config_yaml, summary, files) -> dict:
+    """One entry per component, by the LoRA rule in the module docstring."""
     init = read_manifest(init_dir) if init_dir else {"components": {}}
     init_local = local_stage(init_dir) if init_dir else None
     components = {}
@@ -127,15 +172,27 @@ def _write_stage(vlm: VLM, out: Path, *, stage, modes, init_dir, config_yaml, su
         before = init["components"].get(component, {})
         entry = {"mode": mode, "trained_in": list(before.get("trained_in", [])) + ([stage] if mode != "frozen" else []),
                  "weights": None, "lora": None}
-        if mode in ("full", "partial") or (before.get("weights") and mode == "frozen"):
+        if mode == "frozen":
+            # unchanged: the init's files as they are (in memory its adapter is merged; on
+            # disk it stays an adapter, so a server may still keep it separate)
+            if before.get("weights"):
+                entry["weights"] = f"{component}.safetensors"
+                shutil.copyfile(init_local / before["weights"], out / entry["weights"])
+            if before.get("lora"):
+                entry["lora"] = f"{component}_lora"
+                shutil.copytree(init_local / before["lora"], out / entry["lora"])
+        elif mode in ("full", "partial"):
             entry["weights"] = f"{component}.safetensors"
             save_weights(component_module(vlm, component), out / entry["weights"])
         elif mode in ("lora", "qlora"):
-            if before.get("weights"):  # the base under the adapter came from an earlier stage
+            module = vlm.llm if component == "llm" else vlm.vision.model
+            if before.get("lora"):  # the earlier adapter was merged into the base under this one
+                entry["weights"] = f"{component}.safetensors"
+                save_file(_base_weights(module), str(out / entry["weights"]))
+            elif before.get("weights"):  # the base under the adapter came from an earlier stage
                 entry["weights"] = f"{component}.safetensors"
                 shutil.copyfile(init_local / before["weights"], out / entry["weights"])
             entry["lora"] = f"{component}_lora"
-            module = vlm.llm if component == "llm" else vlm.vision.model
             module.save_pretrained(str(out / entry["lora"]))
         components[component] = entry
     (out / "config.yaml").write_text(config_yaml)
@@ -143,7 +200,5 @@ def _write_stage(vlm: VLM, out: Path, *, stage, modes, init_dir, config_yaml, su
         (out / name).write_text(text)
     manifest = {"format": FORMAT, "stage": stage, "init": str(init_dir) if init_dir else None,
                 "components": components, "config": "config.yaml", "created": time.time(), **summary}
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / MANIFEST)  # atomic: the manifest appears only when everything is written
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))   # committed last (save_stage)
     return manifest
