@@ -11,6 +11,7 @@ import yaml
 from vlmsweep.cli_cluster import add_cluster_commands
 from vlmsweep.config.errors import ConfigError, InputError
 from vlmsweep.data.images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
+from vlmsweep.export.cli import add_export_parser
 
 RUN_HELP = """Train one variant: every stage of its recipe (e.g. pretrain, then finetune), each a
 Ray Train job whose workers run DeepSpeed, tracked in MLflow. Finished stages (same
@@ -382,6 +383,7 @@ def parser() -> argparse.ArgumentParser:
     ingest.set_defaults(fn=cmd_data_ingest)
 
     add_cluster_commands(sub, _positive, _at_least_zero)
+    add_export_parser(sub)
     return p
 
 
