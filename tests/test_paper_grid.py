@@ -71,3 +71,55 @@ def test_one_variant_of_the_paper_grid_by_its_paper_name(tmp_path):
                           "--variant", "TinyLLaVA-share-Sig-Phi3", "--work-dir", str(tmp_path)],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "TinyLLaVA-share-Sig-Phi" in bad.stderr  # lists the names there are
+
+
+BAKLLAVA = ROOT / "experiments/paper/bakllava.yaml"
+BAKLLAVA_MINI = ROOT / "experiments/mini/bakllava.yaml"
+
+
+def test_bakllava_dry_run_passes_offline(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("VLMSWEEP_DATA", None)
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(BAKLLAVA), "--dry-run",
+                          "--work-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert "sweep BakLLaVA-1: 1 variant(s)" in text and "BakLLaVA-1: pretrain-" in text and "→ finetune-" in text
+    assert "mistralai/Mistral-7B-v0.1: not available on this machine" in text
+    assert "openai/clip-vit-large-patch14-336: not available on this machine" in text
+    assert "data not prepared here, stage ids provisional" in text
+
+
+def test_bakllava_carries_llava15s_recipe_and_bakllavas_choices():
+    """BakLLaVA's scripts: base Mistral-7B-v0.1, CLIP-L/336 from its penultimate layer, mlp2x_gelu,
+    plain then Vicuna v1 templates, padded images; LLaVA-1.5's lr and batches, ZeRO-2 then ZeRO-3."""
+    from vlmsweep.config.grid import load_any
+
+    (variant,) = load_any(BAKLLAVA).variants
+    cfg = variant.config
+    m = cfg.model
+    assert (m.llm.family, m.llm.checkpoint, m.llm.template) == ("mistral", "mistralai/Mistral-7B-v0.1", "vicuna")
+    assert (m.vision.family, m.vision.checkpoint, m.vision.feature_layer, m.vision.feature_select,
+            m.vision.image_aspect) == ("clip", "openai/clip-vit-large-patch14-336", -2, "patch", "pad")
+    assert m.connector.name == "mlp2x_gelu" and cfg.data.name == "llava"
+    stages = {s.name: s for s in cfg.recipe.stages}
+    assert list(stages) == ["pretrain", "finetune"]
+    pre, fine = stages["pretrain"], stages["finetune"]
+    assert (pre.template, pre.vision.mode, pre.connector.mode, pre.llm.mode) == ("plain", "frozen", "full", "frozen")
+    assert (fine.template, fine.vision.mode, fine.connector.mode, fine.llm.mode) == ("chat", "frozen", "full", "full")
+    assert (pre.training.lr, pre.training.global_batch, pre.training.zero_stage) == (1e-3, 256, 2)
+    assert (fine.training.lr, fine.training.global_batch, fine.training.zero_stage) == (2e-5, 128, 3)
+    for t in (pre.training, fine.training):
+        assert (t.epochs, t.warmup_ratio, t.schedule, t.weight_decay, t.precision, t.workers) == \
+            (1, 0.03, "cosine", 0.0, "bf16", 8)
+        assert t.global_batch == t.micro_batch * t.workers * t.grad_accum and t.grad_accum == 1
+
+
+def test_bakllava_mini_dry_run_before_the_zoo_is_built(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(BAKLLAVA_MINI), "--dry-run",
+                          "--set", "data.synthetic.size=tiny", "--work-dir", str(tmp_path)],
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "sweep BakLLaVA-mini: 1 variant(s)" in out.stdout
+    for name in ("mistral", "clip"):
+        assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in out.stdout

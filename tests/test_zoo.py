@@ -23,7 +23,8 @@ from vlmsweep.zoo import build_zoo
 STEPS = 20
 LMS = {"tinyllama": ("llama", "LlamaForCausalLM", "<s>", "</s>"),
        "stablelm": ("stablelm", "StableLmForCausalLM", None, "<|endoftext|>"),
-       "phi": ("phi", "PhiForCausalLM", None, "<|endoftext|>")}
+       "phi": ("phi", "PhiForCausalLM", None, "<|endoftext|>"),
+       "mistral": ("mistral", "MistralForCausalLM", "<s>", "</s>")}
 VISIONS = {"clip": ("clip", "CLIPVisionModel", 16), "siglip": ("siglip", "SiglipVisionModel", 36)}
 
 
@@ -79,7 +80,15 @@ def test_lms_load_by_zoo_name_and_are_ordered(zoo):
         n = sum(p.numel() for p in model.parameters())
         assert n == zoo["built"][name]["params"]
         params.append(n)
-    assert params == sorted(params) and len(set(params)) == 3  # 1.1B < 1.6B < 2.7B, in miniature
+    assert params == sorted(params) and len(set(params)) == 4  # 1.1B < 1.6B < 2.7B < 7B, in miniature
+
+
+def test_the_zoo_mistral_keeps_its_sliding_window(zoo):
+    """Mistral's window (64 tokens of its 128 trained) is in the saved config, so every loader honours it."""
+    info = zoo["built"]["mistral"]
+    model = load_llm(LLMConfig(family="mistral", checkpoint="zoo:mistral"), zoo["presets"])
+    assert model.config.sliding_window == info["spec"]["sliding_window"] == 64 < info["spec"]["seq_len"]
+    assert "sliding window 64" in (Path(info["path"]) / "README.md").read_text()
 
 
 def test_vision_towers_load_by_zoo_name(zoo):

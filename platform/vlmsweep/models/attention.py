@@ -32,9 +32,23 @@ def segment_bounds(position_ids: torch.Tensor) -> list[list[int]]:
     return [(b if b and b[0] == 0 else [0] + b) + [length] for b in bounds]
 
 
+def _window_mask(length: int, window: int | None, device) -> torch.Tensor | None:
+    """Causal and sliding-window mask (True = attend) for one segment, or None when the window
+    covers it: a query sees itself and the window - 1 keys before it, as transformers' masks."""
+    if window is None or length <= window:
+        return None
+    i = torch.arange(length, device=device)
+    distance = i[:, None] - i[None, :]
+    return (distance >= 0) & (distance < window)
+
+
 def varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                     position_ids=None, **kwargs):
-    """query [B, Hq, L, D], key/value [B, Hkv, L, D] → ([B, L, Hq, D], None), like sdpa_attention_forward."""
+                     position_ids=None, sliding_window: int | None = None, **kwargs):
+    """query [B, Hq, L, D], key/value [B, Hkv, L, D] → ([B, L, Hq, D], None), like sdpa_attention_forward.
+
+    `sliding_window` (Mistral passes its config's) limits each query to the window - 1 keys
+    before it within its own segment; without it a packed row would attend past the window
+    that padded batches and generation honour."""
     if position_ids is None:
         raise ValueError(f"{VARLEN} attention needs position_ids that restart at 0 per packed sample")
     repeat = query.shape[1] // key.shape[1]
@@ -42,9 +56,12 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         key, value = key.repeat_interleave(repeat, dim=1), value.repeat_interleave(repeat, dim=1)
     rows = []
     for b, bounds in enumerate(segment_bounds(position_ids.expand(query.shape[0], -1))):
-        pieces = [F.scaled_dot_product_attention(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e],
-                                                 is_causal=True, scale=scaling, dropout_p=dropout)
-                  for s, e in zip(bounds, bounds[1:])]
+        pieces = []
+        for s, e in zip(bounds, bounds[1:]):
+            mask = _window_mask(e - s, sliding_window, query.device)
+            pieces.append(F.scaled_dot_product_attention(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e],
+                                                         value[b:b + 1, :, s:e], attn_mask=mask,
+                                                         is_causal=mask is None, scale=scaling, dropout_p=dropout))
         rows.append(torch.cat(pieces, dim=2))
     return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
 

@@ -37,7 +37,8 @@ def model_card(info: dict) -> str:
         ]
         if kind == "llm":
             lines.append(f"| shape | hidden {spec.get('hidden')}, layers {spec.get('layers')}, heads "
-                         f"{spec.get('heads')} (kv {spec.get('kv_heads')}), context trained {spec.get('seq_len')} |")
+                         f"{spec.get('heads')} (kv {spec.get('kv_heads')}), context trained {spec.get('seq_len')}"
+                         + (f", sliding window {spec['sliding_window']}" if spec.get("sliding_window") else "") + " |")
             lines.append("| objective | next-token prediction on every text sample (turns joined by newlines) |")
         else:
             lines.append(f"| shape | {spec.get('image_size')} px / patch {spec.get('patch_size')} = "

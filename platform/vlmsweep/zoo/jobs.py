@@ -87,12 +87,13 @@ def lm_pretrain(job: dict) -> dict:
     blocks = torch.tensor(stream[: len(stream) // n * n]).view(-1, n)
 
     family = get_llm_family(spec["family"])
+    window = {"sliding_window": spec["sliding_window"]} if spec.get("sliding_window") else {}
     config = family.config_class(
         vocab_size=len(tok), hidden_size=spec["hidden"], num_hidden_layers=spec["layers"],
         num_attention_heads=spec["heads"], num_key_value_heads=spec["kv_heads"],
         intermediate_size=spec["intermediate"], max_position_embeddings=4096,
         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=False, **family.tiny_overrides)
+        tie_word_embeddings=False, **{**family.tiny_overrides, **window})
     model = AutoModelForCausalLM.from_config(config)
     model.train()
     opt, sched = _optimizer(model, spec["lr"], spec["steps"])
