@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from vlmsweep.cli import main
 from vlmsweep.config.load import dump_resolved, resolve
-from vlmsweep.data.world.benchmarks import build_benchmarks
 from vlmsweep.eval.generate import load_checkpoint
 from vlmsweep.eval.run import WORLD_BENCHMARKS, evaluate_model, flat_metrics
+from vlmsweep.eval.world_sets import build_benchmarks
 from vlmsweep.models.vlm import build_vlm
 from vlmsweep.train.stage_output import save_stage
 
@@ -48,8 +47,15 @@ def test_predictions_and_scores_are_identical_at_batch_size_1_and_16(checkpoint,
         assert one["metrics"] == sixteen["metrics"], bench
         assert one["counts"]["items"] > 0 and one["counts"]["unusable_image"] == 0
         saved = json.loads((tmp_path / "bs16" / f"{bench}.json").read_text())
-        assert saved["metrics"] == sixteen["metrics"] and len(saved["items"]) == one["counts"]["items"]
+        assert saved["metrics"] == sixteen["metrics"] and len(saved["answers"]) == one["counts"]["items"]
+        assert (tmp_path / "bs16" / "answers" / f"{bench}.jsonl").is_file()
     assert "pope/f1" in flat_metrics(runs[1]) and "mme/perception" in flat_metrics(runs[1])
+    # each benchmark's official output files, beside the results
+    out = tmp_path / "bs16"
+    submission = json.loads((out / "vqav2_answers_upload.json").read_text())
+    assert [r["question_id"] for r in submission] == [i["question_id"] for i in runs[16]["vqav2"]["items"]]
+    lines = (out / "mme_eval_tool" / "existence.txt").read_text().splitlines()
+    assert len(lines) % 2 == 0 and all(len(line.split("\t")) == 4 for line in lines)
 
 
 def test_missing_and_unreadable_images_are_counted_not_fatal(checkpoint, preset_root, bench_dir, tmp_path):
@@ -57,14 +63,15 @@ def test_missing_and_unreadable_images_are_counted_not_fatal(checkpoint, preset_
 
     copy = tmp_path / "bench"
     shutil.copytree(bench_dir / "gqa", copy / "gqa")
-    images = sorted((copy / "gqa" / "images").glob("*.png"))
+    images = sorted((copy / "gqa" / "data" / "images").glob("*.png"))
     images[0].unlink()
     images[1].write_bytes(b"not a png")
     model = load_checkpoint(checkpoint, preset_root)
     result = evaluate_model(model, ["gqa"], copy, tmp_path / "out", max_new_tokens=4, log=lambda *_: None)["gqa"]
-    lost = [q for q in result["unusable"]]
-    assert result["counts"]["unusable_image"] == len(lost) > 0
-    assert result["counts"]["answered"] == result["counts"]["items"] - len(lost)
+    lost = {u["question_id"] for u in result["unusable"]}
+    assert result["counts"]["unusable_image"] == len(result["unusable"]) == len(lost) == 6  # 2 images, 3 questions each
+    assert result["counts"]["answered"] == result["counts"]["items"] - 6
+    assert result["counts"]["missing"] == 6 and any("have no answer; scored as wrong" in n for n in result["notes"])
 
 
 def test_cli_eval_prints_a_table_and_score_mode_rescores_answers(checkpoint, preset_root, bench_dir, tmp_path,
@@ -77,15 +84,12 @@ def test_cli_eval_prints_a_table_and_score_mode_rescores_answers(checkpoint, pre
     table = capsys.readouterr().out
     assert "pope" in table and "scienceqa" in table and (out / "pope.json").is_file()
 
-    # score mode: the answers a model gave, in LLaVA's answers-file format, scored without a model
-    items = json.loads((out / "scienceqa.json").read_text())["items"]
-    answers = tmp_path / "answers.jsonl"
-    answers.write_text("".join(json.dumps({"question_id": i["question_id"], "text": i["prediction"]}) + "\n"
-                               for i in items))
-    assert main(["eval", "score", "--bench", "scienceqa", "--answers", str(answers),
-                 "--annotations", str(bench_dir / "scienceqa")]) == 0
-    rescored = json.loads(capsys.readouterr().out)
-    assert rescored["metrics"] == json.loads((out / "scienceqa.json").read_text())["metrics"]
+    # score mode: the answers file the run wrote (LLaVA's format) and its results JSON score the same
+    saved = json.loads((out / "scienceqa.json").read_text())
+    for answers in (out / "answers" / "scienceqa.jsonl", out / "scienceqa.json"):
+        assert main(["eval", "score", "--bench", "scienceqa", "--answers", str(answers),
+                     "--annotations", str(bench_dir / "scienceqa")]) == 0
+        assert json.loads(capsys.readouterr().out)["metrics"] == saved["metrics"]
 
 
 def test_unknown_benchmark_is_a_config_error_listing_the_allowed_names():

@@ -106,9 +106,13 @@ def test_world_shards_on_s3_read_like_local_ones(s3, tmp_path, cache):
     assert all(f.startswith("s3://") for f in shard_files(remote[split]))
     first_remote, first_local = next(iter_samples(remote[split])), next(iter_samples(local[split]))
     assert first_remote == first_local
-    # the world.json marker went up last, and the benchmark sets came with it
+    # the world.json marker went up last; the benchmark sets are built beside it, through the eval registry
     assert json.loads(storage.read_text(storage.join(remote[split], "..", "world.json").replace("/instruct/..", "")))
-    assert storage.is_dir(storage.join(remote[split].rsplit("/", 1)[0], "bench", "pope"))
+    from vlmsweep.eval.world_sets import BENCH_DIR, ensure_world_benchmarks
+
+    bench = ensure_world_benchmarks(data, WorkDir.at(f"{s3}/world"))
+    assert bench == storage.join(remote[split].rsplit("/", 1)[0], BENCH_DIR)
+    assert storage.is_file(storage.join(bench, "benchmarks.json")) and storage.is_dir(storage.join(bench, "pope"))
 
 
 def test_a_stage_trains_from_s3_shards_into_s3_and_loads_back(s3, tmp_path, cache):

@@ -1,5 +1,5 @@
-"""The world's held-out benchmark sets: formats, determinism, disjointness from training
-images, and answers re-derived from the scenes.
+"""The world's held-out benchmark sets: official layouts, determinism, disjointness from
+training images, and answers re-derived from the scenes.
 
 Answers are checked by parsing each question here and deriving the answer from the
 regenerated scene, using object coordinates for grid cells and relations, independently
@@ -8,6 +8,7 @@ of the benchmark module's own derivations.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
@@ -19,11 +20,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from vlmsweep.config.schema import DataConfig
+from vlmsweep.config.workdir import WorkDir
 from vlmsweep.data.shards import iter_samples
 from vlmsweep.data.world import build_world
-from vlmsweep.data.world.benchmarks import (BENCHMARKS, MME_SUBTASKS, POPE_SPLITS,
-                                            build_benchmarks, scene_for_image)
 from vlmsweep.data.world.scenes import COLOURS, KINDS, WORDS, Obj, Scene
+from vlmsweep.eval.benchmarks import BENCHMARKS, WORLD_BENCHMARKS
+from vlmsweep.eval.benchmarks.pope.layout import SPLITS as POPE_SPLITS
+from vlmsweep.eval.benchmarks.world_common import MME_SUBTASKS, bench_scene
+from vlmsweep.eval.world_sets import BENCH_DIR, build_benchmarks, ensure_world_benchmarks
 
 SPLITS = ("captions_short", "captions_detailed", "instruct", "instruct_detailed")
 PLURAL_TO_KIND = {("crosses" if k == "cross" else k + "s"): k for k in KINDS}
@@ -37,15 +42,15 @@ SIZE_ORDER = ["small", "medium", "large"]
 CELLS = {"top left": (0, 0), "top": (0, 1), "top right": (0, 2), "left": (1, 0),
          "centre": (1, 1), "right": (1, 2), "bottom left": (2, 0), "bottom": (2, 1),
          "bottom right": (2, 2)}
-RESPONSE_PROMPTS = ("Answer the question using a single word or phrase",
-                    "Answer with the option's letter")
+SINGLE = "\nAnswer the question using a single word or phrase."
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
     summary = build_world(out, seed=0, size="tiny", image_size=64)
-    return out, summary
+    bench = build_benchmarks(out / BENCH_DIR, seed=0, size="tiny", image_size=64)
+    return out, summary, bench
 
 
 # Extra builds (seed, image_size) so answers are checked at other sizes too.
@@ -53,7 +58,7 @@ def world(tmp_path_factory):
 def bench(request, world, tmp_path_factory):
     seed, px = request.param
     if (seed, px) == (0, 64):
-        return world[0] / "bench", seed, px
+        return world[0] / BENCH_DIR, seed, px
     out = tmp_path_factory.mktemp(f"bench{seed}")
     build_benchmarks(out, seed=seed, size="tiny", image_size=px)
     return out, seed, px
@@ -63,25 +68,39 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _json(path: Path):
+    return json.loads(path.read_text())
+
+
 def _tree(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _index(name: str) -> int:
+    """The scene index in an image or id name: '00012.png', 'COCO_val2014_000000000012.jpg', '0012'."""
+    return int(re.findall(r"\d+", Path(name).stem)[-1])
+
+
+def _mmmu_records(root: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [r for f in sorted((root / "MMMU").glob("*/validation-*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
 # ---- build, determinism, disjointness --------------------------------------------------
 
-def test_build_world_hook_and_summary(world):
-    out, summary = world
-    root = out / "bench"
-    on_disk = json.loads((root / "benchmarks.json").read_text())
-    assert summary["benchmarks"] == on_disk
-    assert json.loads((out / "world.json").read_text())["benchmarks"] == on_disk
+def test_summary_matches_files_and_the_registry(world):
+    out, summary, built = world
+    root = out / BENCH_DIR
+    on_disk = _json(root / "benchmarks.json")
+    assert built == on_disk and "benchmarks" not in summary  # the world itself writes training splits only
     assert (on_disk["seed"], on_disk["size"], on_disk["image_size"]) == (0, "tiny", 64)
-    assert tuple(on_disk["benchmarks"]) == BENCHMARKS
+    assert tuple(on_disk["benchmarks"]) == WORLD_BENCHMARKS == tuple(n for n in BENCHMARKS if n != "mmvet")
     for name, info in on_disk["benchmarks"].items():
         d = root / info["dir"]
-        assert len(_jsonl(d / "questions.jsonl")) == info["questions"]
-        assert len(list((d / "images").rglob("*.png"))) == info["images"]
+        assert BENCHMARKS[name].folder(root) == d
+        assert len(BENCHMARKS[name].load_items(d)) == info["questions"]
         for f in info["files"].values():
             for path in (f.values() if isinstance(f, dict) else [f]):
                 assert (d / path).exists(), (name, path)
@@ -90,16 +109,24 @@ def test_build_world_hook_and_summary(world):
     assert on_disk["benchmarks"]["pope"]["splits"] == {s: 30 for s in POPE_SPLITS}
 
 
+def test_ensure_world_benchmarks_builds_once_under_the_world(tmp_path):
+    work, data = WorkDir.at(tmp_path / "work"), DataConfig(synthetic={"size": "tiny", "image_size": 32})
+    root = Path(ensure_world_benchmarks(data, work))
+    assert root.name == BENCH_DIR and root.parent.name.startswith("world-v")
+    stamp = (root / "benchmarks.json").stat().st_mtime_ns
+    assert Path(ensure_world_benchmarks(data, work)) == root and (root / "benchmarks.json").stat().st_mtime_ns == stamp
+
+
 def test_deterministic_and_seeded(world, tmp_path):
     a = build_benchmarks(tmp_path / "a", seed=0, size="tiny", image_size=64)
     b = build_benchmarks(tmp_path / "b", seed=0, size="tiny", image_size=64)
     assert a == b
     tree = _tree(tmp_path / "a")
-    assert tree == _tree(tmp_path / "b") == _tree(world[0] / "bench")
+    assert tree == _tree(tmp_path / "b") == _tree(world[0] / BENCH_DIR)
     build_benchmarks(tmp_path / "c", seed=1, size="tiny", image_size=64)
     other = _tree(tmp_path / "c")
-    pngs = {h for p, h in tree.items() if p.endswith(".png")}
-    assert not pngs & {h for p, h in other.items() if p.endswith(".png")}
+    pngs = {h for p, h in tree.items() if p.endswith((".png", ".jpg"))}
+    assert not pngs & {h for p, h in other.items() if p.endswith((".png", ".jpg"))}
     # Rebuilding over an existing dir leaves no stale files behind.
     build_benchmarks(tmp_path / "a", seed=0, size="small", image_size=64)
     build_benchmarks(tmp_path / "a", seed=0, size="tiny", image_size=64)
@@ -116,13 +143,13 @@ def test_tiny_build_time(tmp_path):
 def test_sizes_scale(tmp_path):
     tiny = build_benchmarks(tmp_path / "t", seed=0, size="tiny", image_size=32)["benchmarks"]
     small = build_benchmarks(tmp_path / "s", seed=0, size="small", image_size=32)["benchmarks"]
-    for name in BENCHMARKS:
+    for name in WORLD_BENCHMARKS:
         assert small[name]["images"] == 5 * tiny[name]["images"] or name == "scienceqa"
         assert 4 * tiny[name]["questions"] <= small[name]["questions"] <= 6 * tiny[name]["questions"]
 
 
 def test_images_disjoint_from_training(world):
-    out, _ = world
+    out, _, _ = world
     train = set()
     for split in SPLITS:
         for s in iter_samples(out / split):
@@ -130,38 +157,29 @@ def test_images_disjoint_from_training(world):
     for p in (out / "llava").rglob("*.png") if (out / "llava").exists() else ():
         train.add(hashlib.sha256(p.read_bytes()).hexdigest())
     assert len(train) > 300
+    root = out / BENCH_DIR
+    files = [p.read_bytes() for p in root.rglob("*") if p.suffix in (".png", ".jpg")]
+    files += [r["image_1"]["bytes"] for r in _mmmu_records(root)]
     bench = {}
-    for p in (out / "bench").rglob("*.png"):
-        data = p.read_bytes()
+    for data in files:
         img = Image.open(io.BytesIO(data))
         assert img.format == "PNG" and img.size == (64, 64) and img.mode == "RGB"
-        bench[hashlib.sha256(data).hexdigest()] = p
+        bench[hashlib.sha256(data).hexdigest()] = data
     assert len(bench) > 150
-    assert not set(bench) & train, [str(bench[h]) for h in set(bench) & train]
+    assert not set(bench) & train
 
 
-# ---- formats ---------------------------------------------------------------------------
+# ---- official layouts ------------------------------------------------------------------
 
-def _questions(root: Path, name: str) -> list[dict]:
-    rows = _jsonl(root / name / "questions.jsonl")
-    ids = [r["question_id"] for r in rows]
-    assert len(set(ids)) == len(ids), name
-    for r in rows:
-        assert isinstance(r["text"], str) and r["text"]
-        assert not any(p in r["text"] for p in RESPONSE_PROMPTS), r
-        if "image" in r:
-            assert (root / name / "images" / r["image"]).is_file(), r
-    return rows
-
-
-def test_vqav2_format(bench):
-    root = bench[0]
-    rows = _questions(root, "vqav2")
-    anns = json.loads((root / "vqav2" / "annotations.json").read_text())["annotations"]
-    assert [a["question_id"] for a in anns] == [r["question_id"] for r in rows]
-    assert all(isinstance(r["question_id"], int) and r["category"] == "default" for r in rows)
+def test_vqav2_val_layout(bench):
+    root = bench[0] / "vqav2"
+    questions = _json(root / "v2_OpenEnded_mscoco_val2014_questions.json")["questions"]
+    anns = _json(root / "v2_mscoco_val2014_annotations.json")["annotations"]
+    assert [a["question_id"] for a in anns] == [q["question_id"] for q in questions]
     types = Counter()
-    for a in anns:
+    for q, a in zip(questions, anns):
+        assert isinstance(q["question_id"], int) and q["image_id"] == a["image_id"]
+        assert (root / f"val2014/COCO_val2014_{q['image_id']:012d}.jpg").is_file()
         answers = [x["answer"] for x in a["answers"]]
         assert [x["answer_id"] for x in a["answers"]] == list(range(1, 11))
         top, n = Counter(answers).most_common(1)[0]
@@ -176,106 +194,114 @@ def test_vqav2_format(bench):
     assert any(len(set(x["answer"] for x in a["answers"])) > 1 for a in anns)  # some variety
 
 
-def test_gqa_format(bench):
-    root = bench[0]
-    rows = _questions(root, "gqa")
-    anns = json.loads((root / "gqa" / "annotations.json").read_text())
+def test_gqa_layout(bench):
+    root = bench[0] / "gqa"
+    rows = _jsonl(root / "llava_gqa_testdev_balanced.jsonl")
+    anns = _json(root / "data" / "testdev_balanced_questions.json")
     assert list(anns) == [r["question_id"] for r in rows]
-    for qid, a in anns.items():
-        assert isinstance(qid, str)
+    for r in rows:
+        a = anns[r["question_id"]]
+        assert isinstance(r["question_id"], str) and r["text"] == a["question"] + SINGLE
+        assert (root / "data" / "images" / r["image"]).is_file()
         assert re.fullmatch(r"[a-z]+", a["answer"]), a
-        assert {"structural", "semantic", "detailed"} <= set(a["types"])
-        assert a["question"] == next(r["text"] for r in rows if r["question_id"] == qid)
+        assert {"structural", "semantic", "detailed"} <= set(a["types"]) and a["isBalanced"] is True
+        # what GQA's eval.py reads: every question's semantic steps, a global group for its query ones
+        assert a["semantic"] == [] and (a["groups"]["global"] is not None) == (a["types"]["structural"] == "query")
     assert sum(a["types"]["semantic"] == "rel" for a in anns.values()) >= len(anns) / 3
 
 
-def test_textvqa_format(bench):
-    root = bench[0]
-    rows = _questions(root, "textvqa")
-    raw = json.loads((root / "textvqa" / "annotations.json").read_text())
-    anns, data = raw["annotations"], raw["data"]
-    assert [a["question_id"] for a in anns] == [r["question_id"] for r in rows] \
-        == [d["question_id"] for d in data]
-    for r, a, d in zip(rows, anns, data):
-        assert r["ocr_tokens"] and all(isinstance(t, str) for t in r["ocr_tokens"])
-        assert len(a["answers"]) == 10 and d["answers"] == [x["answer"] for x in a["answers"]]
-        assert Counter(d["answers"]).most_common(1)[0] == (a["multiple_choice_answer"],
-                                                           max(Counter(d["answers"]).values()))
+def test_textvqa_layout(bench):
+    root = bench[0] / "textvqa"
+    rows = _jsonl(root / "llava_textvqa_val_v051_ocr.jsonl")
+    data = _json(root / "TextVQA_0.5.1_val.json")
+    assert data["dataset_version"] == "0.5.1" and len(rows) == len(data["data"])
+    for r, d in zip(rows, data["data"]):
+        assert r["question_id"] == d["image_id"] and r["image"] == f"{d['image_id']}.png"  # LLaVA: the image id
+        question, ocr, prompt = r["text"].split("\n")
+        assert question == d["question"] and ocr.startswith("Reference OCR token: ") and "\n" + prompt == SINGLE
+        assert (root / "train_images" / r["image"]).is_file()
+        assert len(d["answers"]) == 10 and all(isinstance(a, str) for a in d["answers"])
 
 
-def test_scienceqa_format(bench):
-    root = bench[0]
-    rows = _questions(root, "scienceqa")
-    problems = json.loads((root / "scienceqa" / "problems.json").read_text())
-    splits = json.loads((root / "scienceqa" / "pid_splits.json").read_text())
-    assert splits["test"] == list(problems) == [r["question_id"] for r in rows]
-    for r in rows:
-        p = problems[r["question_id"]]
+def test_scienceqa_layout(bench):
+    root = bench[0] / "scienceqa"
+    records = _json(root / "llava_test_CQM-A.json")
+    problems = _json(root / "problems.json")
+    assert _json(root / "pid_splits.json")["test"] == list(problems) == [r["id"] for r in records]
+    for r in records:
+        p = problems[r["id"]]
         assert 2 <= len(p["choices"]) <= 4 and len(set(p["choices"])) == len(p["choices"])
         assert isinstance(p["answer"], int) and 0 <= p["answer"] < len(p["choices"])
         assert p["split"] == "test" and isinstance(p["hint"], str) and p["subject"]
         assert (p["image"] == "image.png") == ("image" in r)
-        if "image" in r:
-            assert r["image"] == f"{r['question_id']}/image.png"
         options = "\n".join(f"{'ABCD'[i]}. {c}" for i, c in enumerate(p["choices"]))
         context = f"Context: {p['hint']}\n" if p["hint"] else ""
-        assert r["text"] == f"{context}{p['question']}\n{options}"
+        human = r["conversations"][0]["value"]
+        if "image" in r:
+            assert r["image"] == f"{r['id']}/image.png" and (root / "images/test" / r["image"]).is_file()
+            assert human.startswith("<image>\n")
+        assert human.removeprefix("<image>\n") == f"{context}{p['question']}\n{options}"
     with_image = sum(p["image"] is not None for p in problems.values())
     assert len(problems) / 2 < with_image < len(problems)  # mostly image questions, a few not
     assert len(Counter(p["answer"] for p in problems.values())) >= 3  # the answer moves around
 
 
-def test_pope_format_and_balance(bench):
-    root = bench[0]
-    rows = _questions(root, "pope")
+def test_pope_layout_and_balance(bench):
+    root = bench[0] / "pope"
+    rows = _jsonl(root / "llava_pope_test.jsonl")
     assert [r["category"] for r in rows] == [s for s in POPE_SPLITS for _ in range(30)]
+    assert len({r["question_id"] for r in rows}) == len(rows)
     for split in POPE_SPLITS:
-        anns = _jsonl(root / "pope" / "annotations" / f"{split}.json")
+        labels = _jsonl(root / "coco" / f"coco_pope_{split}.json")
         mine = [r for r in rows if r["category"] == split]
-        assert [a["question_id"] for a in anns] == [r["question_id"] for r in mine]
-        assert [a["text"] for a in anns] == [r["text"] for r in mine]
-        labels = Counter(a["label"] for a in anns)
-        assert labels == {"yes": 15, "no": 15}, (split, labels)
+        assert [a["image"] for a in labels] == [r["image"] for r in mine]
+        assert [a["text"] + SINGLE for a in labels] == [r["text"] for r in mine]
+        assert Counter(a["label"] for a in labels) == {"yes": 15, "no": 15}, split
         per_image = defaultdict(Counter)
-        for a in anns:
+        for a in labels:
             per_image[a["image"]][a["label"]] += 1
+            assert (root / "val2014" / a["image"]).is_file()
         assert all(c["yes"] == c["no"] for c in per_image.values())
 
 
-def test_mme_format_two_per_image(bench):
+def _mme_release(root: Path) -> list[tuple[str, str, str, str]]:
+    """(subtask, image, question, answer) for every line of the release's .txt files."""
+    out = []
+    for txt in sorted((root / "MME" / "MME_Benchmark_release_version").glob("*/*.txt")):
+        for line in txt.read_text().splitlines():
+            q, a = line.split("\t")
+            out.append((txt.parent.name, f"{txt.parent.name}/{txt.stem}.png", q, a))
+    return out
+
+
+def test_mme_layout_two_per_image(bench):
     root = bench[0]
-    rows = _questions(root, "mme")
-    anns = json.loads((root / "mme" / "annotations.json").read_text())
-    assert [a["question_id"] for a in anns] == [r["question_id"] for r in rows]
-    assert [a["question"] for a in anns] == [r["text"] for r in rows]
-    assert [a["category"] for a in anns] == [r["category"] for r in rows]
+    release = _mme_release(root)
+    rows = _jsonl(root / "MME" / "llava_mme.jsonl")
+    assert sorted((r["image"], r["text"]) for r in rows) == sorted((im, q + SINGLE) for _, im, q, _ in release)
+    assert all(r["question_id"] == r["image"] and r["image"].startswith(r["category"] + "/") for r in rows)
     by_image = defaultdict(list)
-    for a in anns:
-        assert a["answer"] in ("Yes", "No")
-        assert a["image"].startswith(a["category"] + "/")
-        by_image[a["image"]].append(a["answer"])
+    for sub, image, q, a in release:
+        assert a in ("Yes", "No") and q.endswith(" Please answer yes or no.")
+        assert (root / "MME" / "MME_Benchmark_release_version" / image).is_file()
+        by_image[image].append(a)
     assert all(sorted(v) == ["No", "Yes"] for v in by_image.values())
-    cats = Counter(a["category"] for a in anns)
-    assert set(cats) == set(MME_SUBTASKS)
-    assert {"existence", "count", "position", "color", "OCR"} <= set(cats)
-    assert {"commonsense_reasoning", "numerical_calculation"} & set(cats)
+    assert {s for s, *_ in release} == set(MME_SUBTASKS)
     # Yes isn't always first within an image's pair.
-    assert 0 < sum(a["answer"] == "Yes" for a in anns[::2]) < len(anns) // 2
+    assert 0 < sum(a == "Yes" for *_, a in release[::2]) < len(release) // 2
 
 
-def test_mmmu_format(bench):
-    root = bench[0]
-    rows = _questions(root, "mmmu")
-    anns = json.loads((root / "mmmu" / "annotations.json").read_text())
-    assert list(anns) == [r["question_id"] for r in rows]
-    for r in rows:
-        a = anns[r["question_id"]]
-        assert len(a["options"]) == 4 and len(set(a["options"])) == 4
-        assert a["answer"] in "ABCD" and len(a["answer"]) == 1
-        assert a["question_type"] == "multiple-choice" and a["subfield"]
-        assert r["text"] == a["question"] + "\n" + "\n".join(
-            f"({'ABCD'[i]}) {o}" for i, o in enumerate(a["options"]))
-    assert len(Counter(a["answer"] for a in anns.values())) == 4
+def test_mmmu_parquet_layout(bench):
+    records = _mmmu_records(bench[0])
+    assert len(records) == 50
+    for r in records:
+        options = ast.literal_eval(r["options"])
+        assert len(options) == 4 and len(set(options)) == 4
+        assert r["answer"] in "ABCD" and len(r["answer"]) == 1
+        assert r["question_type"] == "multiple-choice" and r["subfield"]
+        assert Image.open(io.BytesIO(r["image_1"]["bytes"])).format == "PNG" and r["image_2"] is None
+        assert r["id"].startswith("validation_")
+    assert len(Counter(r["answer"] for r in records)) == 4
 
 
 # ---- answers against scenes ------------------------------------------------------------
@@ -374,38 +400,33 @@ def _truth_common(s: Scene, q: str) -> str | None:
     return None
 
 
-def _scenes(root: Path, name: str, seed: int, px: int, rows: list[dict]) -> dict[str, Scene]:
-    return {r["image"]: scene_for_image(seed, name, r["image"], px) for r in rows if "image" in r}
-
-
 def test_vqav2_and_gqa_answers_match_scenes(bench):
     root, seed, px = bench
-    rows = _jsonl(root / "vqav2" / "questions.jsonl")
-    anns = json.loads((root / "vqav2" / "annotations.json").read_text())["annotations"]
-    scenes = _scenes(root, "vqav2", seed, px, rows)
-    for r, a in zip(rows, anns):
-        truth = _truth_common(scenes[r["image"]], r["text"])
-        assert truth is not None, r["text"]
-        assert a["multiple_choice_answer"] == truth, (r, a)
+    questions = _json(root / "vqav2" / "v2_OpenEnded_mscoco_val2014_questions.json")["questions"]
+    anns = _json(root / "vqav2" / "v2_mscoco_val2014_annotations.json")["annotations"]
+    for q, a in zip(questions, anns):
+        truth = _truth_common(bench_scene(seed, "vqav2", q["image_id"], px), q["question"])
+        assert truth is not None, q["question"]
+        assert a["multiple_choice_answer"] == truth, (q, a)
         assert sum(x["answer"] == truth for x in a["answers"]) >= 6
-    rows = _jsonl(root / "gqa" / "questions.jsonl")
-    anns = json.loads((root / "gqa" / "annotations.json").read_text())
-    scenes = _scenes(root, "gqa", seed, px, rows)
+    rows = _jsonl(root / "gqa" / "llava_gqa_testdev_balanced.jsonl")
+    anns = _json(root / "gqa" / "data" / "testdev_balanced_questions.json")
     for r in rows:
-        truth = _truth_common(scenes[r["image"]], r["text"])
-        assert truth is not None, r["text"]
-        assert anns[r["question_id"]]["answer"] == truth, (r, anns[r["question_id"]])
+        a = anns[r["question_id"]]
+        truth = _truth_common(bench_scene(seed, "gqa", _index(r["image"]), px), a["question"])
+        assert truth is not None, a["question"]
+        assert a["answer"] == truth, (r, a)
     assert len({r["image"] for r in rows}) * 3 == len(rows)
 
 
 def test_textvqa_answers_match_scenes(bench):
     root, seed, px = bench
-    rows = _jsonl(root / "textvqa" / "questions.jsonl")
-    anns = json.loads((root / "textvqa" / "annotations.json").read_text())["annotations"]
-    for r, a in zip(rows, anns):
-        s = scene_for_image(seed, "textvqa", r["image"], px)
-        assert s.word in WORDS and r["ocr_tokens"] == [s.word]
-        q = r["text"]
+    rows = _jsonl(root / "textvqa" / "llava_textvqa_val_v051_ocr.jsonl")
+    data = _json(root / "textvqa" / "TextVQA_0.5.1_val.json")["data"]
+    for r, a in zip(rows, data):
+        s = bench_scene(seed, "textvqa", _index(r["image"]), px)
+        q, ocr, _ = r["text"].split("\n")
+        assert s.word in WORDS and ocr == f"Reference OCR token: {s.word}"
         if q == "How many letters does the word in the image have?":
             truth = str(len(s.word))
         else:
@@ -415,11 +436,11 @@ def test_textvqa_answers_match_scenes(bench):
                 assert q in ("What word is written in the image?", "What does the text in the image say?",
                              "What is written at the bottom of the picture?"), q
             truth = s.word
-        assert a["multiple_choice_answer"] == truth
-        assert sum(x["answer"] == truth for x in a["answers"]) >= 6
+        assert Counter(a["answers"]).most_common(1)[0][0] == truth
+        assert sum(x == truth for x in a["answers"]) >= 6
         # Variants differ only in case (or are number words); at most two are wrong.
         same = {truth} | {w for w, n in NUM.items() if str(n) == truth}
-        assert sum(x["answer"].lower() not in same for x in a["answers"]) <= 2
+        assert sum(x.lower() not in same for x in a["answers"]) <= 2
 
 
 def _sqa_correct(p: dict, s: Scene | None) -> None:
@@ -459,12 +480,11 @@ def _sqa_correct(p: dict, s: Scene | None) -> None:
 
 def test_scienceqa_answers_match_scenes(bench):
     root, seed, px = bench
-    rows = _jsonl(root / "scienceqa" / "questions.jsonl")
-    problems = json.loads((root / "scienceqa" / "problems.json").read_text())
+    problems = _json(root / "scienceqa" / "problems.json")
     kinds = Counter()
-    for r in rows:
-        p = problems[r["question_id"]]
-        s = scene_for_image(seed, "scienceqa", r["image"], px) if "image" in r else None
+    for pid, p in problems.items():
+        s = bench_scene(seed, "scienceqa", int(pid), px)
+        assert (s is None) == (p["image"] is None)
         _sqa_correct(p, s)
         kinds[p["subject"]] += 1
     assert "natural science" in kinds
@@ -510,10 +530,9 @@ def _mme_truth(s: Scene, q: str) -> str:
 
 def test_mme_answers_match_scenes(bench):
     root, seed, px = bench
-    anns = json.loads((root / "mme" / "annotations.json").read_text())
-    for a in anns:
-        s = scene_for_image(seed, "mme", a["image"], px)
-        assert a["answer"] == _mme_truth(s, a["question"]), (a, s)
+    for sub, image, question, answer in _mme_release(root):
+        s = bench_scene(seed, f"mme/{sub}", _index(image), px)
+        assert answer == _mme_truth(s, question), (image, question, s)
 
 
 def _mmmu_truth(s: Scene, q: str, options: list[str]) -> str:
@@ -540,11 +559,12 @@ def _mmmu_truth(s: Scene, q: str, options: list[str]) -> str:
 
 def test_mmmu_answers_match_scenes(bench):
     root, seed, px = bench
-    anns = json.loads((root / "mmmu" / "annotations.json").read_text())
     subfields = Counter()
-    for a in anns.values():
-        s = scene_for_image(seed, "mmmu", a["image"], px)
-        assert a["options"]["ABCD".index(a["answer"])] == _mmmu_truth(s, a["question"], a["options"])
+    for a in _mmmu_records(root):
+        s = bench_scene(seed, "mmmu", _index(a["id"]) - 1, px)
+        options = ast.literal_eval(a["options"])
+        assert options["ABCD".index(a["answer"])] == _mmmu_truth(s, a["question"], options)
+        assert Image.open(io.BytesIO(a["image_1"]["bytes"])).size == (px, px)
         subfields[a["subfield"]] += 1
     assert len(subfields) >= 4
 
@@ -555,9 +575,9 @@ def _pope(root: Path, seed: int, px: int):
     """(split, image, scene, colour, kind, label) for every POPE question."""
     out = []
     for split in POPE_SPLITS:
-        for a in _jsonl(root / "pope" / "annotations" / f"{split}.json"):
+        for a in _jsonl(root / "pope" / "coco" / f"coco_pope_{split}.json"):
             m = re.fullmatch(r"Is there an? (\w+) (\w+) in the image\?", a["text"])
-            out.append((split, a["image"], scene_for_image(seed, "pope", a["image"], px), m[1], m[2],
+            out.append((split, a["image"], bench_scene(seed, "pope", _index(a["image"]), px), m[1], m[2],
                         a["label"]))
     return out
 

@@ -1,12 +1,14 @@
 """Load a trained variant from a stage output and answer benchmark items in batches.
 
 Generation is greedy with a KV cache over left-padded prompts. Items are sorted by prompt
-length before batching (less padding), and answers are returned by question id, so the
-order and the batch size never change what an item receives.
+length before batching (less padding), and answers are returned by item position (some
+benchmarks repeat a question id: MME's two questions per image), so the order and the batch
+size never change what an item receives.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,25 +50,30 @@ def load_checkpoint(stage_dir: str | Path, preset_root: str | Path) -> LoadedMod
 
 @dataclass
 class Answers:
-    texts: dict            # question_id -> generated text
-    unusable: dict         # question_id -> why its image could not be used
+    texts: dict            # item index -> generated text (question ids repeat in some benchmarks: MME)
+    unusable: dict         # item index -> why one of its images could not be used
+
+
+def _open(root: Path, image) -> Image.Image:
+    # a path relative to the benchmark folder, or the image's bytes (MMMU's parquet files)
+    return Image.open(io.BytesIO(image) if isinstance(image, bytes) else root / image).convert("RGB")
 
 
 def answer(model: LoadedModel, items: list, images_dir: Path, batch_size: int = 16,
            max_new_tokens: int = 32) -> Answers:
     """Greedy answers to benchmark items; items whose image is missing or unreadable are reported."""
     ready, unusable = [], {}
-    for item in items:
+    for index, item in enumerate(items):
         try:
-            images = [Image.open(images_dir / p).convert("RGB") for p in item.images]
+            images = [_open(images_dir, p) for p in item.images]
         except (OSError, ValueError) as err:
-            unusable[item.question_id] = f"{type(err).__name__}: {err}"
+            unusable[index] = f"{type(err).__name__}: {err}"
             continue
         markers = IMAGE_MARKER * len(images) + ("\n" if images else "")
         conversation = [{"role": "user", "text": markers + item.prompt}]
         ids = prompt_ids(model.tokenizer, model.template, conversation, model.vlm.image_tokens)
         pixels = preprocess_images(model.processor, images, model.cfg.model.vision.image_aspect) if images else None
-        ready.append((item.question_id, ids, pixels))
+        ready.append((index, ids, pixels))
     ready.sort(key=lambda r: len(r[1]))  # similar lengths batch together: less padding
     stop = stop_token_id(model.tokenizer, model.template)
     pad = model.tokenizer.pad_token_id
@@ -78,8 +85,8 @@ def answer(model: LoadedModel, items: list, images_dir: Path, batch_size: int = 
         pixel_values = torch.from_numpy(np.concatenate(pixels)) if pixels else None
         out = model.vlm.generate(ids, mask, pixel_values, max_new_tokens=max_new_tokens,
                                  stop_token_id=stop, pad_token_id=pad)
-        for (qid, _, _), tokens in zip(chunk, out.tolist()):
-            texts[qid] = _decode(model.tokenizer, tokens, stop, pad)
+        for (index, _, _), tokens in zip(chunk, out.tolist()):
+            texts[index] = _decode(model.tokenizer, tokens, stop, pad)
     return Answers(texts, unusable)
 
 

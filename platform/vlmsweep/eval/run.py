@@ -1,8 +1,10 @@
-"""Evaluate a checkpoint on benchmarks: one results JSON per benchmark and a table.
+"""Evaluate a checkpoint on benchmarks, or score answers already given: one results JSON per
+benchmark, the answers in LLaVA's answers-file format, each benchmark's official output files
+(EvalAI submission, MME eval-tool txt, MM-Vet grader files), and a table.
 
-A results JSON holds the metrics, the counts (items, missing or unreadable images, parse
-fallbacks) and every item's prediction, parsed answer and verdict, so a score can always
-be traced to the answers behind it.
+A results JSON holds the metrics, the counts (questions, answers, missing or unreadable
+images, parse fallbacks), every scored question's answer, parse and verdict, and the answers
+themselves, so a score can always be traced to the answers behind it and re-scored.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from pathlib import Path
 from vlmsweep import storage
 from vlmsweep.config.errors import ConfigError, InputError
 
-from .benchmarks import get_benchmark
+from .benchmarks import WORLD_BENCHMARKS, Answer, get_benchmark
+from .benchmarks.answers import read_answers, write_answers
 from .generate import LoadedModel, answer, load_checkpoint
 
-# the offline benchmarks: every one the synthetic world writes (MM-Vet needs a judge and real data)
-WORLD_BENCHMARKS = ("vqav2", "gqa", "textvqa", "scienceqa", "pope", "mme", "mmmu")
+__all__ = ["WORLD_BENCHMARKS", "check_benches", "check_eval", "evaluate", "evaluate_model", "flat_metrics",
+           "format_table", "make_judge", "score_answers"]
 
 
 def check_eval(cfg) -> None:
@@ -37,17 +40,19 @@ def check_eval(cfg) -> None:
 
 def check_benches(names: list[str], data_dir: str | None = None) -> None:
     """`vlmsweep eval`'s --bench names all known and, in a local --data dir, each one's folder
-    there: checked before a model is loaded."""
+    there in its official layout: checked before a model is loaded."""
     problems = []
     for name in names:
         try:
             get_benchmark(name)
         except ConfigError as err:
             problems.append(("--bench", err.problems[0][1]))
-    if data_dir and not storage.is_remote(str(data_dir)):
-        missing = [n for n in names if not (Path(data_dir) / n).is_dir()]
-        if missing and not problems:
-            problems.append(("--data", f"{data_dir} has no folder for {', '.join(missing)} (one folder per benchmark)"))
+    if data_dir and not storage.is_remote(str(data_dir)) and not problems:
+        for name in names:
+            try:
+                get_benchmark(name).folder(data_dir)
+            except ConfigError as err:
+                problems.append(("--data", str(err)))
     if problems:
         raise InputError(problems)
 
@@ -56,9 +61,24 @@ def make_judge(cfg):
     """The configured answer judge (an OpenAI-compatible endpoint), or None."""
     if cfg is None:
         return None
-    from .benchmarks.mmvet import OpenAIJudge
+    from .benchmarks.mmvet.judge import OpenAIJudge
 
     return OpenAIJudge(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env)
+
+
+def _finish(bench, answers: list[Answer], key, folder: Path | None, out_dir: Path, judge, **extra) -> dict:
+    """Score, write the answers file and the benchmark's official outputs, return the result."""
+    scored = bench.score(answers, key, judge=judge if bench.needs_judge else None)
+    write_answers(out_dir / "answers" / f"{bench.name}.jsonl", answers)
+    scored["files"] = [f"answers/{bench.name}.jsonl",
+                       *bench.write_outputs(answers, key, folder, out_dir, scored=scored)]
+    scored["answers"] = [{"question_id": a.question_id, "prompt": a.prompt, "text": a.text} for a in answers]
+    scored.update(benchmark=bench.name, **extra)
+    return scored
+
+
+def _write(out_dir: Path, scored: dict) -> None:
+    (out_dir / f"{scored['benchmark']}.json").write_text(json.dumps(scored, indent=1, default=str))
 
 
 def evaluate_model(model: LoadedModel, benches: list[str], data_dir: str | Path, out_dir: str | Path,
@@ -68,23 +88,22 @@ def evaluate_model(model: LoadedModel, benches: list[str], data_dir: str | Path,
     results = {}
     for name in benches:
         bench = get_benchmark(name)
-        bench_dir = data_dir / name
-        if not bench_dir.is_dir():
-            raise FileNotFoundError(f"benchmark {name!r}: no directory {bench_dir}")
+        folder = bench.folder(data_dir)
         started = time.perf_counter()
-        items = bench.load_items(bench_dir)
-        answers = answer(model, items, bench_dir / "images", batch_size=batch_size, max_new_tokens=max_new_tokens)
-        extra = {"judge": judge} if judge is not None and name == "mmvet" else {}
-        scored = bench.score(answers.texts, bench.load_annotations(bench_dir), **extra)
-        scored.setdefault("counts", {}).update(items=len(items), answered=len(answers.texts),
-                                               unusable_image=len(answers.unusable))
-        scored["unusable"] = answers.unusable
-        scored.update(benchmark=name, checkpoint=model.stage_dir, batch_size=batch_size,
-                      seconds=round(time.perf_counter() - started, 2))
-        (out_dir / f"{name}.json").write_text(json.dumps(scored, indent=1, default=str))
+        items = bench.load_items(folder)
+        key = bench.folder_key(folder)
+        got = answer(model, items, folder, batch_size=batch_size, max_new_tokens=max_new_tokens)
+        answers = [Answer.of(item, got.texts[i], bench.answer_prompt(item)) for i, item in enumerate(items)
+                   if i in got.texts]
+        unusable = [{"question_id": items[i].question_id, "reason": why} for i, why in sorted(got.unusable.items())]
+        scored = _finish(bench, answers, key, folder, out_dir, judge, checkpoint=model.stage_dir,
+                         batch_size=batch_size, unusable=unusable, data=str(folder),
+                         seconds=round(time.perf_counter() - started, 2))
+        scored["counts"].update(items=len(items), generated=len(got.texts), unusable_image=len(unusable))
+        _write(out_dir, scored)
         results[name] = scored
-        if answers.unusable:
-            log(f"[eval] {name}: {len(answers.unusable)} item(s) skipped, image missing or unreadable")
+        if unusable:
+            log(f"[eval] {name}: {len(unusable)} item(s) skipped, image missing or unreadable")
     return results
 
 
@@ -107,6 +126,24 @@ def evaluate(stage_dir: str | Path, benches: list[str], data_dir: str | Path, ou
     return results
 
 
+def score_answers(name: str, answers_file: str | Path, annotations: str | Path, out_dir: str | Path | None = None,
+                  questions: str | Path | None = None, judge=None) -> dict:
+    """Score an answers file (LLaVA's, or vlmsweep's own) against a benchmark's official answer key,
+    without a model; with `out_dir`, write what a generated run writes."""
+    bench = get_benchmark(name)
+    answers = read_answers(answers_file)
+    annotations = Path(annotations)
+    key = bench.load_key(annotations, Path(questions) if questions else None)
+    if out_dir is None:
+        return bench.score(answers, key, judge=judge if bench.needs_judge else None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = annotations if annotations.is_dir() else annotations.parent
+    scored = _finish(bench, answers, key, folder, out_dir, judge, answers_file=str(answers_file))
+    _write(out_dir, scored)
+    return scored
+
+
 def flat_metrics(results: dict[str, dict]) -> dict[str, float]:
     """{"<bench>/<metric>": value} over every numeric metric (the names MLflow gets as eval/...)."""
     return {f"{bench}/{k}": float(v) for bench, r in results.items()
@@ -119,10 +156,12 @@ def format_table(results: dict[str, dict]) -> str:
         metrics = r.get("metrics") or {}
         head = get_benchmark(name).metrics
         shown = [m for m in head if m in metrics] or list(metrics)[:1]
+        counts = r.get("counts") or {}
+        n = counts.get("items", counts.get("answered", 0))
         notes = "; ".join(r.get("notes") or []) if r.get("skipped") else ""
         if not shown:
-            lines.append(f"{name:<11} {'-':<13} {'-':>8} {r['counts'].get('items', 0):>6}  {notes or 'not scored'}")
+            lines.append(f"{name:<11} {'-':<13} {'-':>8} {n:>6}  {notes or 'not scored'}")
         for k, metric in enumerate(shown):
             lines.append(f"{name if k == 0 else '':<11} {metric:<13} {metrics[metric]:>8.2f} "
-                         f"{r['counts'].get('items', 0) if k == 0 else '':>6}  {notes if k == 0 else ''}")
+                         f"{n if k == 0 else '':>6}  {notes if k == 0 else ''}")
     return "\n".join(lines)

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from vlmsweep.eval.benchmarks import HEADLINE
+
 from .collect import AXIS, SweepData, axis_labels
 
-# One headline metric per benchmark, in the order the table shows them. Every one is "higher is
-# better", which is what marking the column maximum as best relies on. ScienceQA's headline is
-# `accuracy` (all questions), not `img_accuracy`, so it compares across variants that differ in
-# whether they see images at all.
-HEADLINE = [("vqav2", "accuracy"), ("gqa", "accuracy"), ("textvqa", "accuracy"), ("scienceqa", "accuracy"),
-            ("pope", "f1"), ("mme", "perception"), ("mmmu", "accuracy"), ("mmvet", "total")]
+# HEADLINE: one metric per benchmark, in the order the table shows them, from the benchmark
+# registry (each benchmark's first metric). Every one is "higher is better", which is what
+# marking the column maximum as best relies on. ScienceQA's headline is `accuracy` (all
+# questions), not `img_accuracy`, so it compares across variants that differ in whether they
+# see images at all.
 DASH = "–"
 
 

@@ -18,7 +18,8 @@ from vlmsweep.config.errors import ConfigError
 from vlmsweep.config.grid import Grid
 from vlmsweep.config.schema import VariantConfig
 from vlmsweep.config.workdir import WorkDir
-from vlmsweep.data.prepare import data_identity, ensure_splits, world_dir, world_name
+from vlmsweep.data.prepare import data_identity, ensure_splits
+from vlmsweep.eval.world_sets import ensure_world_benchmarks, world_bench_identity
 from vlmsweep.train.stage import stage_id, weights_identity
 from vlmsweep.train.stage_output import is_complete
 
@@ -92,11 +93,12 @@ def make_plan(grid: Grid, work: WorkDir, dry_run: bool = False) -> Plan:
             chain.append(sid)
             previous = sid
         if cfg.eval.benchmarks:
-            bench_root = (storage.normalize(os.path.expandvars(cfg.eval.data)) if cfg.eval.data
-                          else storage.join(world_dir(cfg.data, work), "bench"))
-            # the world's sets are named by their content (generator version, size, seed), not by
+            # the world's sets are named by their content (generator versions, size, seed), not by
             # where this work dir happens to be; a user's benchmark dir is named by its path
-            bench_identity = cfg.eval.data or f"world:{world_name(cfg.data)}"
+            if cfg.eval.data:
+                bench_root, bench_identity = storage.normalize(os.path.expandvars(cfg.eval.data)), cfg.eval.data
+            else:
+                bench_root, bench_identity = ensure_world_benchmarks(cfg.data, work), world_bench_identity(cfg.data)
             eid = f"eval-{eval_id(previous, cfg, bench_identity)}"
             node = stages.setdefault(eid, StageNode(eid, "eval", "eval", cfg, -1, work.path("stages", eid),
                                                     [previous], bench_root))

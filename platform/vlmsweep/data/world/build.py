@@ -234,9 +234,8 @@ def build_world(out_dir: str | Path, *, seed: int = 0, size: str = "tiny",
     summary = {**world, "max_objects": max_objects(image_size), "splits": splits,
                "sources": dict(sorted(sum(sources.values(), Counter()).items())),
                "question_kinds": dict(sorted(question_kinds.items())), "llava": llava}
-    # Held-out benchmark stand-ins (VQAv2, GQA, ..., in LLaVA eval formats) under bench/.
-    from .benchmarks import build_benchmarks  # here: benchmarks imports this module
-    summary["benchmarks"] = build_benchmarks(out / "bench", seed=seed, size=size, image_size=image_size)
+    # The held-out benchmark sets are built by the layer above, through the benchmark registry
+    # (vlmsweep.eval.world_sets), under this directory: each benchmark's builder lives with it.
     tmp = out / f".world.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "world.json")

@@ -1,23 +1,30 @@
-"""Benchmark scorers, one module each (as lmms-eval's tasks): load a benchmark's question
-file as Items, read its answer key, and score predictions the way its official script does."""
+"""The benchmark registry: one folder per benchmark (spec, official-layout readers, scoring
+rule, world builder — see base.py), one line each here. Evaluation, the world's benchmark
+sets, the planner and the report all read this list; adding a benchmark is a folder and a line.
+"""
 
 from __future__ import annotations
 
 from vlmsweep.config.errors import lookup
 
 from . import gqa, mme, mmmu, mmvet, pope, scienceqa, textvqa, vqav2
-from .base import Benchmark, Item
+from .base import Answer, Benchmark, Item
 
-BENCHMARKS: dict[str, Benchmark] = {
-    "vqav2": vqav2.BENCHMARK,
-    "gqa": gqa.BENCHMARK,
-    "textvqa": textvqa.BENCHMARK,
-    "scienceqa": scienceqa.BENCHMARK,
-    "pope": pope.BENCHMARK,
-    "mme": mme.BENCHMARK,
-    "mmmu": mmmu.BENCHMARK,
-    "mmvet": mmvet.BENCHMARK,
-}
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
+    vqav2.BENCHMARK,
+    gqa.BENCHMARK,
+    textvqa.BENCHMARK,
+    scienceqa.BENCHMARK,
+    pope.BENCHMARK,
+    mme.BENCHMARK,
+    mmmu.BENCHMARK,
+    mmvet.BENCHMARK,
+)}
+
+# the ones the synthetic world builds a set for (MM-Vet needs a judge and real data)
+WORLD_BENCHMARKS = tuple(name for name, b in BENCHMARKS.items() if b.in_world)
+# (benchmark, headline metric) in table order: every one is "higher is better"
+HEADLINE = [(name, b.metrics[0]) for name, b in BENCHMARKS.items()]
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -25,4 +32,4 @@ def get_benchmark(name: str) -> Benchmark:
     return lookup(BENCHMARKS, "benchmark", name, field="eval.bench")
 
 
-__all__ = ["BENCHMARKS", "Benchmark", "Item", "get_benchmark"]
+__all__ = ["BENCHMARKS", "HEADLINE", "WORLD_BENCHMARKS", "Answer", "Benchmark", "Item", "get_benchmark"]

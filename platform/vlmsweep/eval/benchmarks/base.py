@@ -1,146 +1,140 @@
-"""What a benchmark module provides, and the bookkeeping every scorer shares.
+"""What a benchmark folder provides, and the bookkeeping every scorer shares.
 
-A benchmark turns its question file into Items (prompt = question + the response-format
-prompt LLaVA-1.5's eval scripts use), reads its answer key in the benchmark's own format,
-and scores {question_id: raw model text} against it. The answer key defines the
-questions: a question with no prediction is wrong (counted "missing"), a prediction for
-a question not in the key is ignored (counted "unknown").
+A benchmark (one folder under eval/benchmarks/, one line in the registry) has:
+  - its spec: name, headline metrics, the response-format prompt, whether it needs a judge,
+    and the names its folder has under an eval data dir (LLaVA's playground/data/eval names);
+  - readers for its official layouts: the questions a model answers (`load_items`) and the
+    answer key (`load_key`);
+  - its scoring rule (`score`), fed answers in LLaVA's answers-file form, whether they come
+    from a LLaVA answers file or from vlmsweep's own generation, so both score the same way;
+  - its synthetic builder for the world (`build_world`), which writes the official layout.
+
+Answers find their question through `answer_key`, a benchmark's own rule (LLaVA keys TextVQA
+by image id + question text, MME by image file + question): the same rule serves a LLaVA
+file and vlmsweep's generation. Two answers for one question are an error, never last-wins.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
-from vlmsweep.config.errors import InputError
+from .files import BenchmarkFileError, problem
 
-# LLaVA-1.5's response-format prompts (LLaVA docs/Evaluation.md and its eval question files)
+# LLaVA-1.5's response-format prompts (docs/Evaluation.md; its eval question files carry them)
 SINGLE_WORD = "Answer the question using a single word or phrase."
 OPTION_LETTER = "Answer with the option's letter from the given choices directly."
 
 
 @dataclass(frozen=True)
 class Item:
-    question_id: str | int
-    images: list[str]  # relative to the bench dir's images/ folder; empty for text-only
-    prompt: str        # the question with the response-format prompt appended
+    """One question to generate an answer for."""
+    question_id: str | int   # as the benchmark's question file writes it (LLaVA answer files repeat it)
+    images: list             # per image: a path relative to the benchmark folder, or the image's bytes
+    prompt: str              # the full user text, response-format prompt included
     extra: dict = field(default_factory=dict)  # what scoring or reports may want (category, ...)
 
 
-class Benchmark(Protocol):
-    name: str
-    metrics: list[str]  # headline metrics, the first is the one a table shows
+@dataclass(frozen=True)
+class Answer:
+    """One line of a LLaVA answers file: what scoring reads."""
+    question_id: object
+    text: str
+    prompt: str | None = None   # LLaVA writes the question text it asked; some rules read it
+    where: str = ""              # "file:line" for messages
 
-    def load_items(self, bench_dir: Path) -> list[Item]: ...
-
-    def load_annotations(self, path_or_dir: Path) -> Any: ...
-
-    def score(self, predictions: dict, annotations: Any) -> dict: ...
-
-
-class AnnotationError(InputError):
-    """A benchmark file that is missing, not JSON, or not in this benchmark's format: named by
-    file (and line), so the CLI prints one line instead of a KeyError deep in a scorer."""
+    @staticmethod
+    def of(item: Item, text: str, prompt: str | None = None) -> Answer:
+        return Answer(item.question_id, text, item.prompt if prompt is None else prompt, "generated")
 
 
-def _read_text(path: Path) -> str:
-    path = Path(path)
-    if path.is_dir():
-        raise AnnotationError([(str(path), "is a directory; give the file")])
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AnnotationError([(str(path), "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise AnnotationError([(str(path), f"cannot read it as text ({err})")]) from None
+class Benchmark:
+    name: str = ""
+    folders: tuple[str, ...] = ()   # its folder's names under --data, LLaVA's first
+    metrics: tuple[str, ...] = ()   # headline metrics; the first is the one tables show
+    prompt: str = ""                # the response-format prompt LLaVA-1.5 appends ("" for none)
+    needs_judge: bool = False
+    in_world: bool = True           # the synthetic world builds a set for it
+    layout: str = ""                # the files `load_items` reads, for messages and docs
+
+    def folder(self, data_dir: str | Path) -> Path:
+        """This benchmark's folder under `data_dir` (LLaVA's playground/data/eval, or vlmsweep's
+        world sets), or `data_dir` itself when it is that folder."""
+        data_dir = Path(data_dir)
+        for name in self.folders:
+            if (data_dir / name).is_dir():
+                return data_dir / name
+        if self.holds_layout(data_dir):
+            return data_dir
+        raise problem(data_dir, f"no folder for {self.name} (expected {' or '.join(f + '/' for f in self.folders)} "
+                                f"holding {self.layout})")
+
+    def holds_layout(self, folder: Path) -> bool:
+        return False
+
+    def load_items(self, folder: Path) -> list[Item]:
+        raise NotImplementedError
+
+    def load_key(self, path: Path, questions: Path | None = None):
+        """The answer key from the official file(s): `path` is the file or the benchmark folder;
+        `questions` a question file, for benchmarks whose key needs one (POPE's splits)."""
+        raise NotImplementedError
+
+    def folder_key(self, folder: Path):
+        """The answer key of a benchmark folder being evaluated; None where the layout ships no
+        answers (VQAv2 test-dev): then nothing is scored, the submission file is the result."""
+        return self.load_key(folder)
+
+    def answer_key(self, answer: Answer):
+        return str(answer.question_id)
+
+    def answer_prompt(self, item: Item) -> str:
+        """The "prompt" LLaVA's generator writes into an answers file for this item."""
+        return item.prompt
+
+    def score(self, answers: list[Answer], key, judge=None) -> dict:
+        raise NotImplementedError
+
+    def write_outputs(self, answers: list[Answer], key, folder: Path | None, out_dir: Path,
+                      scored: dict | None = None) -> list[str]:
+        """Files in the benchmark's own submission / eval-tool format, under out_dir; their names."""
+        return []
+
+    def build_world(self, root: Path, seed: int, scale: int, image_size: int) -> dict:
+        raise NotImplementedError(f"the world builds no {self.name} set")
 
 
-def read_json(path: Path):
-    try:
-        return json.loads(_read_text(path))
-    except json.JSONDecodeError as err:
-        raise AnnotationError([(f"{path}:{err.lineno}", f"not valid JSON ({err.msg}, column {err.colno})")]) from None
+# ---- pairing answers with the key, and the result every scorer returns ----------------------
+
+@dataclass
+class Paired:
+    matched: dict       # key -> Answer, for keys in the answer key, in answers-file order
+    unknown: list       # answers whose key is not in the answer key
+    missing: list       # keys of the answer key with no answer
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise AnnotationError([(f"{path}:{n}", f"not a JSON line ({err.msg})")]) from None
-    return rows
+def pair(bench: Benchmark, answers: list[Answer], known, keys=None) -> Paired:
+    """Answers matched to the answer key by the benchmark's answer_key rule. Two answers for one
+    question are an error naming both lines; answers that match nothing at all mean the file
+    is another benchmark's (or another split's): an error too."""
+    seen: dict = {}
+    for a in answers:
+        k = bench.answer_key(a) if keys is None else keys(a)
+        if k in seen:
+            raise problem(a.where or "answers", f"a second answer for {bench.name} question {_show(k)} "
+                                                f"(the first is at {seen[k].where or 'an earlier line'})")
+        seen[k] = a
+    matched = {k: a for k, a in seen.items() if k in known}
+    if answers and not matched:
+        first = answers[0]
+        raise problem(first.where or "answers", f"none of the {len(answers)} answers matches a {bench.name} "
+                      f"question (first: {_show(bench.answer_key(first) if keys is None else keys(first))}); "
+                      "answers for another benchmark or split?")
+    return Paired(matched, [a for k, a in seen.items() if k not in known], [k for k in known if k not in seen])
 
 
-def json_kind(value) -> str:
-    """The JSON name of a parsed value's type, for messages."""
-    names = {dict: "an object", list: "an array", str: "a string", type(None): "null", bool: "a boolean"}
-    return names.get(type(value), "a number")
-
-
-def _foreign(path: Path, bench: str, detail: str) -> AnnotationError:
-    return AnnotationError([(str(path), f"not {bench} annotations: {detail} (another benchmark's file?)")])
-
-
-def require_list(rows, path: Path, bench: str, keys: tuple[str, ...]) -> list[dict]:
-    """`rows` when it is a list of records that each hold `keys`: what the scorer reads."""
-    if not isinstance(rows, list):
-        raise _foreign(path, bench, f"expected an array of records, got {json_kind(rows)}")
-    for i, r in enumerate(rows):
-        missing = [k for k in keys if not isinstance(r, dict) or k not in r]
-        if missing:
-            raise _foreign(path, bench, f"record {i} has no {', '.join(map(repr, missing))}")
-    return rows
-
-
-def require_mapping(records, path: Path, bench: str, keys: tuple[str, ...]) -> dict:
-    """`records` when it maps ids to records that each hold `keys`."""
-    if not isinstance(records, dict):
-        raise _foreign(path, bench, f"expected an object of id → record, got {json_kind(records)}")
-    for qid, r in records.items():
-        missing = [k for k in keys if not isinstance(r, dict) or k not in r]
-        if missing:
-            raise _foreign(path, bench, f"record {qid!r} has no {', '.join(map(repr, missing))}")
-    return records
-
-
-def locate(path_or_dir: Path, filename: str) -> Path:
-    """The annotation file: `filename` inside a bench dir, or the path itself."""
-    path = Path(path_or_dir)
-    return path / filename if path.is_dir() else path
-
-
-def with_prompt(text: str, suffix: str) -> str:
-    # LLaVA's own question files already carry the prompt: never append it twice
-    return text if not suffix or text.rstrip().endswith(suffix) else f"{text}\n{suffix}"
-
-
-def question_items(bench_dir: Path, suffix: str, extra_keys: tuple[str, ...] = ("category",),
-                   text=lambda row: row["text"]) -> list[Item]:
-    """Items from a LLaVA eval questions.jsonl (question_id, image?, text, ...)."""
-    return [Item(question_id=row["question_id"],
-                 images=[row["image"]] if row.get("image") else [],
-                 prompt=with_prompt(text(row), suffix),
-                 extra={k: row[k] for k in extra_keys if k in row})
-            for row in read_jsonl(Path(bench_dir) / "questions.jsonl")]
-
-
-def match(predictions: dict, question_ids) -> tuple[dict[str, str | None], dict]:
-    """{str(question_id): prediction text, or None when missing} for the annotated questions,
-    and the counts. Ids compare as strings, so predictions read back from JSON (string keys)
-    still match integer question ids."""
-    given = {str(k): v for k, v in predictions.items()}
-    wanted = [str(q) for q in question_ids]
-    found = {q: None if given.get(q) is None else str(given[q]) for q in wanted}
-    counts = {"questions": len(wanted),
-              "predicted": sum(v is not None for v in found.values()),
-              "missing": sum(v is None for v in found.values()),
-              "empty": sum(v is not None and not v.strip() for v in found.values()),
-              "unknown": len(set(given) - set(wanted))}
-    return found, counts
+def _show(key) -> str:
+    return " / ".join(map(repr, key)) if isinstance(key, tuple) else repr(key)
 
 
 def row(question_id, prediction, parsed, answer, correct) -> dict:
@@ -154,14 +148,20 @@ def pct(values) -> float:
     return 100.0 * sum(values) / len(values) if values else 0.0
 
 
-def result(metrics: dict, items: list[dict], counts: dict, notes: list[str] | None = None) -> dict:
-    notes = list(notes or [])
-    if not counts["questions"]:
-        notes.append("no annotated questions: every metric is 0")
-    if counts["missing"]:
-        notes.append(f"{counts['missing']} of {counts['questions']} questions have no "
-                     "prediction; scored as wrong")
-    if counts["unknown"]:
-        notes.append(f"{counts['unknown']} predictions for question ids not in the "
-                     "annotations; ignored")
-    return {"metrics": metrics, "items": items, "counts": counts, "notes": notes, "skipped": False}
+def result(metrics: dict, items: list[dict], paired: Paired, questions: int, notes=(),
+           missing_rule: str = "scored as wrong", **counts) -> dict:
+    """The scored result: metrics, one row per scored question, counts and notes. `missing_rule`
+    says what the official script does with a question that has no answer."""
+    notes = list(notes)
+    c = {"questions": questions, "answered": len(paired.matched), "missing": len(paired.missing),
+         "unknown": len(paired.unknown),
+         "empty": sum(not a.text.strip() for a in paired.matched.values()), **counts}
+    if paired.missing:
+        notes.append(f"{len(paired.missing)} of {questions} questions have no answer; {missing_rule}")
+    if paired.unknown:
+        notes.append(f"{len(paired.unknown)} answers match no question in the answer key; ignored")
+    return {"metrics": metrics, "items": items, "counts": c, "notes": notes, "skipped": False}
+
+
+__all__ = ["OPTION_LETTER", "SINGLE_WORD", "Answer", "Benchmark", "BenchmarkFileError", "Item", "Paired",
+           "pair", "pct", "result", "row"]

@@ -1,0 +1,43 @@
+"""GQA testdev-balanced, as LLaVA-1.5's scripts/v1_5/eval/gqa.sh runs it.
+
+Layout (playground/data/eval/gqa; TinyLLaVA Factory puts data/'s contents in gqa/ itself):
+  llava_gqa_testdev_balanced.jsonl          LLaVA's question file
+  data/testdev_balanced_questions.json      GQA's official questions, answers included
+  data/images/                              the images
+Scoring: convert_gqa_for_eval.py, then GQA's eval.py (see score.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..base import SINGLE_WORD, Benchmark
+from . import layout, score
+
+
+class GQA(Benchmark):
+    name = "gqa"
+    folders = ("gqa",)
+    metrics = ("accuracy", "binary", "open")
+    prompt = SINGLE_WORD
+    layout = f"{layout.QUESTIONS} and data/{layout.ANNOTATIONS}"
+
+    def holds_layout(self, folder: Path) -> bool:
+        return (folder / layout.QUESTIONS).is_file()
+
+    def load_items(self, folder: Path):
+        return layout.load_items(folder)
+
+    def load_key(self, path: Path, questions: Path | None = None):
+        return layout.load_key(path)
+
+    def score(self, answers, key, judge=None) -> dict:
+        return score.score(self, answers, key)
+
+    def build_world(self, root: Path, seed: int, scale: int, image_size: int) -> dict:
+        from .world import build
+
+        return build(root, seed, scale, image_size)
+
+
+BENCHMARK = GQA()
