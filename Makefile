@@ -8,12 +8,17 @@ PYTHON ?= python3
 
 setup: system-deps $(STAMP)
 
-# Debian's PostgreSQL: the MLflow tracking server's backend in the cluster tests (tests/realparts.py).
-# Installed only where initdb is missing, and only as root (CI); elsewhere a note says what to run.
+# Debian packages the tests use, installed only where missing, and only as root (CI); elsewhere a
+# note says what to run. PostgreSQL: the MLflow tracking server's backend in the cluster tests
+# (tests/realparts.py). Chromium (/usr/bin/chromium): the browser Playwright drives in
+# tests/test_demo.py and tests/test_browse.py (Playwright's own browser download is not used).
 system-deps:
-	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
-	  else echo "note: PostgreSQL is missing (no initdb); as root: apt-get install postgresql"; fi
+	@missing=""; \
+	  command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	  if [ -z "$$missing" ]; then :; \
+	  elif [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "note: missing Debian packages:$$missing; as root: apt-get install$$missing"; fi
 
 # torch first, pinned: here it is a local CPU wheel; an unpinned torch pulled in by another
 # package would be the newest CUDA build (several GB). Re-runs only when pyproject changes.

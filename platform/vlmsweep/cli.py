@@ -12,6 +12,8 @@ from vlmsweep.cli_cluster import add_cluster_commands
 from vlmsweep.config.errors import ConfigError, InputError
 from vlmsweep.data.images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from vlmsweep.export.cli import add_export_parser
+from vlmsweep.serve.chat import add_chat_parser
+from vlmsweep.serve.demo import add_demo_parser
 
 RUN_HELP = """Train one variant: every stage of its recipe (e.g. pretrain, then finetune), each a
 Ray Train job whose workers run DeepSpeed, tracked in MLflow. Finished stages (same
@@ -145,15 +147,18 @@ def cmd_report(args) -> int:
             import tempfile
 
             with tempfile.TemporaryDirectory() as local:
-                build_report(work.tracking_uri, args.sweep, local, work_dir=work.uri)
+                built = build_report(work.tracking_uri, args.sweep, local, work_dir=work.uri)
                 storage.upload_dir(local, out)
-            paths = {"markdown": storage.join(out, "report.md"), "html": storage.join(out, "report.html")}
+            paths = {**built, "markdown": storage.join(out, "report.md"), "html": storage.join(out, "report.html")}
         else:
             paths = build_report(work.tracking_uri, args.sweep, out, work_dir=work.uri)
     except SweepNotFound as err:  # an expected failure: one line, exit 2
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"report: {paths['markdown']}\n        {paths['html']}")
+    if paths.get("view"):  # the variants side by side in MLflow's UI (report/browse.py)
+        print(f"browse: {paths['view'].url}" + (f"\n        (start the UI first: {paths['view'].serve})"
+                                                 if paths["view"].serve else ""))
     return 0
 
 
@@ -173,9 +178,12 @@ def cmd_check(args) -> int:
 
 def cmd_data_world(args) -> int:
     from vlmsweep.data.world import build_world
+    from vlmsweep.eval.world_sets import BENCH_DIR, build_benchmarks
 
     _output_dir(args.out, "--out")
     summary = build_world(args.out, seed=args.seed, size=args.size, image_size=args.image_size)
+    # the held-out benchmark sets, in the official layouts, beside the training splits
+    build_benchmarks(Path(args.out) / BENCH_DIR, seed=args.seed, size=args.size, image_size=args.image_size)
     print(yaml.safe_dump({k: v for k, v in summary.items() if k in ("seed", "size", "image_size", "splits")},
                          sort_keys=False))
     return 0
@@ -207,7 +215,7 @@ def cmd_eval(args) -> int:
     from vlmsweep import storage
     from vlmsweep.config.workdir import WorkDir
     from vlmsweep.eval.run import WORLD_BENCHMARKS, check_benches, evaluate, format_table
-    from vlmsweep.train.stage_output import is_complete
+    from vlmsweep.train.stage_output import is_complete, read_config
 
     if args.checkpoint == "score":
         return _score_answers(args)
@@ -221,56 +229,69 @@ def cmd_eval(args) -> int:
     data = args.data or _world_bench_dir(args.checkpoint, work)
     check_benches(benches, data)
     out = args.out or storage.join(storage.normalize(args.checkpoint), "eval")
+    judge = _judge(args, read_config(args.checkpoint).eval.judge)
     results = evaluate(args.checkpoint, benches, data, out, work.model_root(), batch_size=args.batch_size,
-                       max_new_tokens=args.max_new_tokens)
+                       max_new_tokens=args.max_new_tokens, judge=judge)
     print(format_table(results))
-    print(f"results: {out}/<benchmark>.json")
+    files = sorted({f for r in results.values() for f in r.get("files", [])})
+    print(f"results: {out}/<benchmark>.json; also {', '.join(files)}")
     return 0
+
+
+def _judge(args, configured=None):
+    """MM-Vet's judge: --judge-url/--judge-model, else the config's eval.judge, else none."""
+    from vlmsweep.config.schema import JudgeConfig
+    from vlmsweep.eval.run import make_judge
+
+    if args.judge_url:
+        fields = {"base_url": args.judge_url, "model": args.judge_model, "api_key_env": args.judge_key_env}
+        return make_judge(JudgeConfig(**{k: v for k, v in fields.items() if v}))
+    if args.judge_model or args.judge_key_env:
+        raise InputError([("--judge-model", "needs --judge-url (the judge's OpenAI-compatible endpoint)")])
+    return make_judge(configured)
 
 
 def _world_bench_dir(checkpoint: str, work) -> str:
     """The synthetic world's benchmark sets for the data the checkpoint was trained on."""
-    from vlmsweep import storage
-    from vlmsweep.data.prepare import ensure_splits, world_dir
+    from vlmsweep.eval.world_sets import ensure_world_benchmarks
     from vlmsweep.train.stage_output import read_config
 
     cfg = read_config(checkpoint)
     if cfg.data.source != "synthetic":
         raise ConfigError([("--data", "the checkpoint was not trained on the synthetic world: "
                                       "give the benchmark directory with --data")])
-    ensure_splits(cfg.data, work)
-    return storage.join(world_dir(cfg.data, work), "bench")
+    return ensure_world_benchmarks(cfg.data, work)
 
 
 def _score_answers(args) -> int:
-    """Score an existing LLaVA answers JSONL (question_id, text) without a model."""
+    """Score an answers file (LLaVA's JSONL, or vlmsweep's own) without a model."""
     import json
 
-    from vlmsweep.eval.benchmarks import get_benchmark
-    from vlmsweep.eval.run import check_benches
+    from vlmsweep.eval.benchmarks.files import BenchmarkFileError
+    from vlmsweep.eval.run import check_benches, score_answers
 
     if not (args.bench and args.answers and args.annotations) or "," in args.bench:
-        raise InputError([("eval score", "needs --bench NAME (one), --answers FILE and --annotations FILE")])
+        raise InputError([("eval score", "needs --bench NAME (one), --answers FILE and --annotations FILE "
+                                         "(the official answer file, or the benchmark's folder)")])
     check_benches([args.bench])
-    bench = get_benchmark(args.bench)
     answers, annotations = Path(args.answers), Path(args.annotations)
     if not answers.is_file():
         raise InputError([("--answers", f"{answers} is a directory, not a file" if answers.is_dir()
                            else f"no such file: {answers}")])
     if not annotations.exists():
         raise InputError([("--annotations", f"no such file or directory: {annotations}")])
-    predictions = {}
-    for n, line in enumerate(answers.read_text(errors="replace").splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-                predictions[row["question_id"]] = row["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise InputError([("--answers", f"{args.answers}:{n}: not a LLaVA answer line (question_id, text): "
-                                                f"{type(err).__name__} {err}")]) from None
-    result = bench.score(predictions, bench.load_annotations(annotations))
+    if args.questions and not Path(args.questions).is_file():
+        raise InputError([("--questions", f"no such file: {args.questions}")])
+    if args.out:
+        _output_dir(args.out, "--out")
+    try:
+        result = score_answers(args.bench, answers, annotations, out_dir=args.out, questions=args.questions,
+                               judge=_judge(args))
+    except BenchmarkFileError as err:
+        field = "--answers" if str(answers) in str(err) else "--annotations"
+        raise InputError([(field, str(err))]) from None
     print(json.dumps({"benchmark": args.bench, "metrics": result.get("metrics"), "counts": result.get("counts"),
-                      "notes": result.get("notes", [])}, indent=1))
+                      "notes": result.get("notes", []), "files": result.get("files", [])}, indent=1))
     return 0
 
 
@@ -292,7 +313,7 @@ def cmd_zoo_build(args) -> int:
         loss = info.get("final_loss")
         print(f"{name:<10} {info.get('params') or '-':>10} {f'{loss:.3f}' if loss is not None else '-':>11}  "
               f"{info['path']}{'  (cached)' if info.get('cached') else ''}")
-    print("use them as checkpoints: zoo:tinyllama, zoo:stablelm, zoo:phi, zoo:clip, zoo:siglip")
+    print("use them as checkpoints: zoo:tinyllama, zoo:stablelm, zoo:phi, zoo:mistral, zoo:clip, zoo:siglip")
     return 0
 
 
@@ -334,20 +355,29 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--show", action="store_true", help="print the resolved config (all defaults filled in)")
     check.set_defaults(fn=cmd_check)
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint on benchmarks, or re-score an answers file",
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on benchmarks, or score an answers file",
                         description="vlmsweep eval CHECKPOINT [--bench vqav2,gqa,...] [--data DIR]: generate and "
-                                    "score (CHECKPOINT = a stage output dir, e.g. the finetune stage). "
-                                    "vlmsweep eval score --bench NAME --answers FILE --annotations FILE: score "
-                                    "LLaVA-format answers (JSONL of question_id, text) without a model.")
+                                    "score (CHECKPOINT = a stage output dir, e.g. the finetune stage); DIR holds "
+                                    "one folder per benchmark in its official layout, as LLaVA's "
+                                    "playground/data/eval. vlmsweep eval score --bench NAME --answers FILE "
+                                    "--annotations PATH: score an answers file (LLaVA's JSONL, or vlmsweep's "
+                                    "results JSON) without a model, as the benchmark's official script does.")
     ev.add_argument("checkpoint", help="stage output directory, or the word 'score'")
-    ev.add_argument("--bench", help="comma-separated benchmarks (default: the seven offline ones)")
-    ev.add_argument("--data", help="directory holding one folder per benchmark (default: the world's bench sets)")
+    ev.add_argument("--bench", help="comma-separated benchmarks (default: the seven the world builds)")
+    ev.add_argument("--data", help="directory holding one folder per benchmark, e.g. LLaVA's playground/data/eval "
+                                   "(default: the world's benchmark sets)")
     ev.add_argument("--batch-size", type=_positive, default=16)
     ev.add_argument("--max-new-tokens", type=_positive, default=32)
-    ev.add_argument("--out", help="where results JSONs go (default: CHECKPOINT/eval)")
+    ev.add_argument("--out", help="where results go (default: CHECKPOINT/eval; score mode: print only)")
     ev.add_argument("--work-dir", help="work dir holding the presets (default ./.vlmsweep)")
-    ev.add_argument("--answers", help="score mode: LLaVA answers JSONL")
-    ev.add_argument("--annotations", help="score mode: the benchmark's annotation file or directory")
+    ev.add_argument("--answers", help="score mode: the answers file")
+    ev.add_argument("--annotations", help="score mode: the benchmark's official answer file, or its folder")
+    ev.add_argument("--questions", help="score mode: the question file, where the key needs it "
+                                        "(POPE: llava_pope_test.jsonl, when not beside coco/)")
+    ev.add_argument("--judge-url", help="MM-Vet's judge: an OpenAI-compatible endpoint (default: eval.judge)")
+    ev.add_argument("--judge-model", help="the judge's model (default gpt-4-0613, as MM-Vet's published numbers)")
+    ev.add_argument("--judge-key-env", help="environment variable holding the judge's API key "
+                                            "(default OPENAI_API_KEY)")
     ev.set_defaults(fn=cmd_eval)
 
     zoo = sub.add_parser("zoo", help="the pretrained tiny zoo").add_subparsers(dest="zoo_command", required=True)
@@ -384,6 +414,8 @@ def parser() -> argparse.ArgumentParser:
 
     add_cluster_commands(sub, _positive, _at_least_zero)
     add_export_parser(sub)
+    add_demo_parser(sub)
+    add_chat_parser(sub)
     return p
 
 
