@@ -290,7 +290,8 @@ def _score_answers(args) -> int:
     except BenchmarkFileError as err:
         field = "--answers" if str(answers) in str(err) else "--annotations"
         raise InputError([(field, str(err))]) from None
-    print(json.dumps({"benchmark": args.bench, "metrics": result.get("metrics"), "counts": result.get("counts"),
+    print(json.dumps({"benchmark": args.bench, "metrics": result.get("metrics"), "stderr": result.get("stderr"),
+                      "counts": result.get("counts"),
                       "notes": result.get("notes", []), "files": result.get("files", [])}, indent=1))
     return 0
 

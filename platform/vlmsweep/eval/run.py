@@ -21,6 +21,7 @@ from vlmsweep.config.errors import ConfigError, InputError
 from .benchmarks import WORLD_BENCHMARKS, Answer, get_benchmark
 from .benchmarks.answers import read_answers, write_answers
 from .generate import LoadedModel, answer, load_checkpoint
+from .stderr import add_stderr
 
 __all__ = ["WORLD_BENCHMARKS", "check_benches", "check_eval", "evaluate", "evaluate_model", "flat_metrics",
            "format_table", "make_judge", "score_answers"]
@@ -66,9 +67,14 @@ def make_judge(cfg):
     return OpenAIJudge(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env)
 
 
+def _score(bench, answers: list[Answer], key, judge) -> dict:
+    """The benchmark's scored result, with each metric's standard error under "stderr"."""
+    return add_stderr(bench.name, bench.score(answers, key, judge=judge if bench.needs_judge else None))
+
+
 def _finish(bench, answers: list[Answer], key, folder: Path | None, out_dir: Path, judge, **extra) -> dict:
     """Score, write the answers file and the benchmark's official outputs, return the result."""
-    scored = bench.score(answers, key, judge=judge if bench.needs_judge else None)
+    scored = _score(bench, answers, key, judge)
     write_answers(out_dir / "answers" / f"{bench.name}.jsonl", answers)
     scored["files"] = [f"answers/{bench.name}.jsonl",
                        *bench.write_outputs(answers, key, folder, out_dir, scored=scored)]
@@ -135,7 +141,7 @@ def score_answers(name: str, answers_file: str | Path, annotations: str | Path, 
     annotations = Path(annotations)
     key = bench.load_key(annotations, Path(questions) if questions else None)
     if out_dir is None:
-        return bench.score(answers, key, judge=judge if bench.needs_judge else None)
+        return _score(bench, answers, key, judge)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = annotations if annotations.is_dir() else annotations.parent
@@ -145,13 +151,26 @@ def score_answers(name: str, answers_file: str | Path, annotations: str | Path, 
 
 
 def flat_metrics(results: dict[str, dict]) -> dict[str, float]:
-    """{"<bench>/<metric>": value} over every numeric metric (the names MLflow gets as eval/...)."""
-    return {f"{bench}/{k}": float(v) for bench, r in results.items()
-            for k, v in (r.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    """{"<bench>/<metric>": value} over every numeric metric, and {"<bench>/<metric>_stderr": its
+    standard error} beside each that has one (the names MLflow gets as eval/...)."""
+    out = {}
+    for bench, r in results.items():
+        errors = r.get("stderr") or {}
+        for k, v in (r.get("metrics") or {}).items():
+            if isinstance(v, (int, float)):
+                out[f"{bench}/{k}"] = float(v)
+                if isinstance(errors.get(k), (int, float)):
+                    out[f"{bench}/{k}_stderr"] = float(errors[k])
+    return out
+
+
+def _with_stderr(value: float, stderr) -> str:
+    return f"{value:>8.2f} ± {stderr:<6.2f}" if isinstance(stderr, (int, float)) else f"{value:>8.2f}" + " " * 9
 
 
 def format_table(results: dict[str, dict]) -> str:
-    lines = [f"{'benchmark':<11} {'metric':<13} {'score':>8} {'items':>6}  notes"]
+    """Each benchmark's headline metrics as score ± standard error."""
+    lines = [f"{'benchmark':<11} {'metric':<13} {'score':>8} {'± stderr':<8} {'items':>6}  notes"]
     for name, r in results.items():
         metrics = r.get("metrics") or {}
         head = get_benchmark(name).metrics
@@ -160,8 +179,9 @@ def format_table(results: dict[str, dict]) -> str:
         n = counts.get("items", counts.get("answered", 0))
         notes = "; ".join(r.get("notes") or []) if r.get("skipped") else ""
         if not shown:
-            lines.append(f"{name:<11} {'-':<13} {'-':>8} {n:>6}  {notes or 'not scored'}")
+            lines.append(f"{name:<11} {'-':<13} {'-':>8} {'':<8} {n:>6}  {notes or 'not scored'}")
         for k, metric in enumerate(shown):
-            lines.append(f"{name if k == 0 else '':<11} {metric:<13} {metrics[metric]:>8.2f} "
+            score = _with_stderr(metrics[metric], (r.get("stderr") or {}).get(metric))
+            lines.append(f"{name if k == 0 else '':<11} {metric:<13} {score} "
                          f"{n if k == 0 else '':>6}  {notes if k == 0 else ''}")
     return "\n".join(lines)

@@ -22,6 +22,8 @@ WORK_DIR = "vlmsweep.work_dir"      # the work dir a sweep ran in (one server se
 PARENT = "mlflow.parentRunId"
 STAGE_REF = "vlmsweep.stage."       # + stage name → stage run id, on every variant that used it
 ERROR = "vlmsweep.error"
+OUTPUT = "vlmsweep.output"          # a stage run's output dir: an eval stage's holds results.json
+RESULTS = "results.json"            # {bench: scored result, with its per-item rows}
 AXIS = "axis."
 LOSS = "train/loss"
 
@@ -48,6 +50,9 @@ class SweepData:
     curves: dict[str, list[Curve]]       # variant name → its stages' train/loss, in stage order
     axes: list[str] = field(default_factory=list)    # axis names, without the "axis." prefix
     notes: list[str] = field(default_factory=list)   # things the reader should know (ambiguities)
+    # variant → "eval/<bench>/<metric>" → {item key: score x 100}, for headline metrics that are
+    # per-item means, read from the eval stage's results.json: what paired differences need
+    items: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def sweep_run_id(self) -> str:
@@ -198,4 +203,35 @@ def load_sweep(tracking_uri: str, sweep: str, experiment: str = EXPERIMENT, work
             if steps:  # eval stages have no loss
                 mine.append(Curve(stage, run_id, steps, values))
         curves[run.info.run_name] = mine
-    return SweepData(tracking_uri, experiment, sweep_run, frame, curves, axes, notes)
+    items = {run.info.run_name: _item_values(client, eid, run) for run in variants}
+    return SweepData(tracking_uri, experiment, sweep_run, frame, curves, axes, notes,
+                     {k: v for k, v in items.items() if v})
+
+
+def _item_values(client, experiment_id: str, variant) -> dict[str, dict[str, float]]:
+    """Per-item scores of the variant's headline per-item-mean metrics, from the results.json of
+    its eval stage(s) (their vlmsweep.output dir, through vlmsweep.storage); {} where none is
+    readable (an older run, a work dir gone): the report then compares scores unpaired."""
+    import json
+
+    from vlmsweep import storage
+    from vlmsweep.eval.benchmarks import HEADLINE
+    from vlmsweep.eval.stderr import item_values
+
+    headline = dict(HEADLINE)
+    out = {}
+    for _, run_id in _stage_refs(client, experiment_id, variant):
+        try:
+            where = client.get_run(run_id).data.tags.get(OUTPUT)
+            if not where or not storage.is_file(storage.join(where, RESULTS)):
+                continue
+            results = json.loads(storage.read_text(storage.join(where, RESULTS)))
+        except Exception as err:  # noqa: BLE001  a store or file we cannot read costs the pairing only
+            log.warning("no per-item results for %s: %s", variant.info.run_name, str(err).splitlines()[0] if str(err) else err)
+            continue
+        for bench, scored in results.items():
+            metric = headline.get(bench)
+            values = item_values(bench, metric, (scored or {}).get("items") or []) if metric else None
+            if values:
+                out[f"eval/{bench}/{metric}"] = values
+    return out

@@ -15,7 +15,14 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from .collect import SweepData
-from .tables import axes_with_choices, benchmarks, finished, variant_table
+from .tables import (
+    axes_with_choices,
+    benchmarks,
+    comparisons,
+    finished,
+    stderr_table,
+    variant_table,
+)
 
 DPI = 110
 
@@ -44,16 +51,27 @@ def bar_plots(data: SweepData, out_dir: Path) -> list[Path]:
     else:
         labels, colours = [], [palette[0]] * len(table)
     width = max(4.0, 0.55 * len(table) + 1.5)
+    errors, comps = stderr_table(data), comparisons(data)
     paths = []
     for name, key in benchmarks(data):
         fig = Figure(figsize=(width, 3.6))
         ax = fig.add_subplot()
         values = table[name].fillna(0.0)  # a missing score draws no bar; its label still says "–"
-        bars = ax.bar(range(len(table)), values, color=colours)
-        ax.bar_label(bars, labels=[("–" if v != v else f"{v:.1f}") for v in table[name]], fontsize=7)
+        err = errors[name].astype(float)
+        bars = ax.bar(range(len(table)), values, color=colours,
+                      yerr=err.fillna(0.0).to_numpy() if err.notna().any() else None, capsize=3,
+                      error_kw={"elinewidth": 0.8, "ecolor": "0.3"})
+        ax.bar_label(bars, labels=[("–" if v != v else f"{v:.1f}") for v in table[name]], fontsize=7,
+                     padding=2)
         ax.set_xticks(range(len(table)), [str(v) for v in table.index], rotation=40, ha="right", fontsize=8)
         ax.set_ylabel(key.split("/", 1)[1])
-        ax.set_title(name)
+        known = [c for c in comps if c.column == name and c.beyond is not None]
+        if known:
+            beyond = sum(bool(c.beyond) for c in known)
+            ax.set_title(f"{name}: {beyond} of {len(known)} differences from the best exceed noise (bars: ± stderr)",
+                         fontsize=9)
+        else:
+            ax.set_title(name)
         ax.margins(y=0.15)
         if colour_axis:
             ax.legend(handles=[Patch(color=palette[i % 10], label=lab) for i, lab in enumerate(labels)],

@@ -17,7 +17,7 @@ from string import Template
 
 from .collect import SweepData
 from .plots import all_plots
-from .tables import Grid, axis_pivots, finished, pivot_grid, to_html, to_markdown, variant_grid
+from .tables import Grid, axis_pivots, finished, pivot_grid, seed_grid, to_html, to_markdown, variant_grid
 
 TEMPLATES_ENV = "VLMSWEEP_TEMPLATES"
 # platform/vlmsweep/report/render.py → the repository root's dashboards/
@@ -54,7 +54,8 @@ def _failed_rows(data: SweepData) -> list[tuple[str, str, str]]:
 def _grids(data: SweepData) -> tuple[Grid | None, list[Grid]]:
     if finished(data).empty:
         return None, []
-    return variant_grid(data), [pivot_grid(p) for p in axis_pivots(data)]
+    seeds = seed_grid(data)
+    return variant_grid(data), ([seeds] if seeds else []) + [pivot_grid(p) for p in axis_pivots(data)]
 
 
 def _markdown(data: SweepData, grids, plots: list[Path], out_dir: Path, templates) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from vlmsweep.eval.benchmarks import HEADLINE
+from vlmsweep.eval.stderr import Z, exceeds_noise, paired_stderr
 
 from .collect import AXIS, SweepData, axis_labels
 
@@ -22,6 +23,8 @@ from .collect import AXIS, SweepData, axis_labels
 # questions), not `img_accuracy`, so it compares across variants that differ in whether they
 # see images at all.
 DASH = "–"
+BEYOND, WITHIN = "†", "≈"   # differs from its column's best beyond the noise / within it
+STDERR = "_stderr"          # eval/<bench>/<metric>_stderr, logged by eval next to each score
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Grid:
     rows: list[list[str]]
     bold: list[list[bool]]
     text_cols: int = 1   # leading columns of labels (left-aligned); the rest are numbers
+    notes: list[str] = field(default_factory=list)   # plain sentences shown under the table
 
 
 def label(bench: str, metric: str) -> str:
@@ -105,16 +109,124 @@ def _best_rows(column: pd.Series) -> set:
     return {i for i, v in column.items() if not math.isnan(v) and math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-9)}
 
 
+def stderr_table(data: SweepData) -> pd.DataFrame:
+    """variant_table's benchmark columns, holding each score's standard error (NaN where none was logged)."""
+    done = finished(data)
+    table = pd.DataFrame(index=pd.Index(done["variant"], name="variant"))
+    for name, key in benchmarks(data):
+        column = key + STDERR
+        table[name] = done[column].astype(float).to_numpy() if column in done else float("nan")
+    return table
+
+
+@dataclass
+class Comparison:
+    column: str          # benchmark label
+    variant: str
+    reference: str       # the column's best variant
+    diff: float          # variant's score - reference's score
+    stderr: float        # of the difference: paired over common items, else sqrt(se_a² + se_b²); NaN unknown
+    paired: bool
+    beyond: bool | None  # |diff| > Z * stderr; None when no stderr is known
+
+
+def comparisons(data: SweepData) -> list[Comparison]:
+    """Every finished variant against the best variant of each benchmark column: paired over the
+    same items where both variants' per-item results were read, else from the two stderrs."""
+    scores, errors = variant_table(data), stderr_table(data)
+    out = []
+    for name, key in benchmarks(data):
+        column = scores[name]
+        if column.notna().sum() < 2:
+            continue
+        ref = column.idxmax()
+        for variant, value in column.items():
+            if variant == ref or pd.isna(value):
+                continue
+            diff = float(value - column[ref])
+            mine, theirs = data.items.get(variant, {}).get(key), data.items.get(ref, {}).get(key)
+            if mine and theirs:
+                pdiff, se, n = paired_stderr(mine, theirs)
+                paired, test = n > 1, pdiff
+            else:
+                paired, test = False, diff
+            if not paired:
+                se = math.sqrt(errors.at[variant, name] ** 2 + errors.at[ref, name] ** 2)
+            out.append(Comparison(name, str(variant), str(ref), diff, se, paired, exceeds_noise(test, se)))
+    return out
+
+
+def noise_summary(comps: list[Comparison]) -> str:
+    """The plain-words verdict on the variant table's differences."""
+    known = [c for c in comps if c.beyond is not None]
+    if not known:
+        return ("No standard errors are recorded for these scores, so whether the differences between "
+                "variants exceed the noise is unknown.")
+    k, m, p = sum(bool(c.beyond) for c in known), len(known), sum(c.paired for c in known)
+    how = (f"|difference| > {Z:g} × its standard error; paired over the same questions for {p} of them, "
+           "from the two scores' standard errors for the rest")
+    text = f"{k} of {m} differences from the best variant of each benchmark exceed the noise ({how})."
+    if k == 0:
+        return text + " No difference exceeds the noise: on these benchmarks the variants cannot be told apart."
+    if 2 * k < m:
+        return text + " Most differences are within noise: most of this ranking is not significant."
+    if 2 * k == m:
+        return text + " Half of the differences are within noise."
+    return text + " Most differences exceed the noise."
+
+
 def variant_grid(data: SweepData) -> Grid:
-    table = variant_table(data)
+    table, errors = variant_table(data), stderr_table(data)
     bench_cols = [name for name, _ in benchmarks(data)]
     best = {c: _best_rows(table[c].reset_index(drop=True)) for c in bench_cols}
+    comps = comparisons(data)
+    marks = {(c.variant, c.column): (BEYOND if c.beyond else WITHIN) for c in comps if c.beyond is not None}
     rows, bold = [], []
     for i, (variant, row) in enumerate(table.iterrows()):
-        rows.append([str(variant)] + [DASH if pd.isna(row[a]) else str(row[a]) for a in data.axes]
-                    + [_num(row[c]) for c in bench_cols])
+        cells = []
+        for c in bench_cols:
+            text, se = _num(row[c]), errors.at[variant, c]
+            if not pd.isna(row[c]) and not pd.isna(se):
+                text += f" ± {se:.1f}"
+            mark = marks.get((str(variant), c))
+            cells.append(text + f" {mark}" if mark else text)
+        rows.append([str(variant)] + [DASH if pd.isna(row[a]) else str(row[a]) for a in data.axes] + cells)
         bold.append([False] * (1 + len(data.axes)) + [i in best[c] for c in bench_cols])
-    return Grid("Variants × benchmarks", ["variant", *data.axes, *bench_cols], rows, bold, 1 + len(data.axes))
+    notes = [noise_summary(comps)]
+    if marks:
+        notes.append(f"{BEYOND}: differs from its column's best (bold) beyond the noise; {WITHIN}: within the noise.")
+    return Grid("Variants × benchmarks", ["variant", *data.axes, *bench_cols], rows, bold, 1 + len(data.axes),
+                notes)
+
+
+def seed_axis(data: SweepData) -> str | None:
+    """The sweep's seed axis (a name holding "seed") when the finished variants use two or more seeds."""
+    return next((a for a in axes_with_choices(data) if "seed" in a.lower()), None)
+
+
+def seed_grid(data: SweepData) -> Grid | None:
+    """Mean ± std over seeds, for each combination of the other axes; None without a seed axis."""
+    seed = seed_axis(data)
+    if seed is None:
+        return None
+    table, cols = variant_table(data), [name for name, _ in benchmarks(data)]
+    others = [a for a in axes_with_choices(data) if a != seed]
+    groups = table.fillna({a: DASH for a in others}).groupby(others, sort=False) if others \
+        else [(("all variants",), table)]
+    rows, bold = [], []
+    for labels, part in groups:
+        labels = labels if isinstance(labels, tuple) else (labels,)
+        cells = []
+        for c in cols:
+            values = part[c].dropna()
+            std = values.std(ddof=1) if len(values) > 1 else float("nan")
+            cells.append(DASH if values.empty else f"{_num(values.mean())} ± {_num(std)}")
+        rows.append([*map(str, labels), str(part[seed].nunique())] + cells)
+        bold.append([False] * (len(labels) + 1 + len(cols)))
+    header = [*(others or ["variants"]), "seeds", *cols]
+    return Grid(f"Seed spread (mean ± std over {seed})", header, rows, bold, len(header) - len(cols) - 1,
+                [(f"Each cell: the mean ± sample std of the score over the {seed} axis's values "
+                  "(\"± –\": one seed); compare it with the stderr of single runs in the variant table.")])
 
 
 def pivot_grid(p: Pivot) -> Grid:
@@ -144,7 +256,7 @@ def to_markdown(grid: Grid) -> str:
              "|" + "|".join(["---"] * grid.text_cols + ["---:"] * (len(grid.header) - grid.text_cols)) + "|"]
     lines += ["| " + " | ".join(cell(t, b) for t, b in zip(row, marks)) + " |"
               for row, marks in zip(grid.rows, grid.bold)]
-    return "\n".join(lines)
+    return "\n".join(lines) + "".join(f"\n\n{n}" for n in grid.notes)
 
 
 def to_html(grid: Grid) -> str:
@@ -156,4 +268,5 @@ def to_html(grid: Grid) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in grid.header)
     body = "".join("<tr>" + "".join(cell(j, t, b) for j, (t, b) in enumerate(zip(row, marks))) + "</tr>\n"
                    for row, marks in zip(grid.rows, grid.bold))
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+    notes = "".join(f"\n<p class=\"noise\">{html.escape(n)}</p>" for n in grid.notes)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>{notes}"
