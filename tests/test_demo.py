@@ -164,3 +164,10 @@ def test_demo_page_answers_with_every_variant_side_by_side(sweep, tmp_path):
     assert "sig-llama" in cards[0] and "vision: SigLIP" in cards[0] and "llm: Llama" in cards[0]
     assert "vqav2 61.5 · pope (f1) 80.3" in cards[0]     # the report's headline columns, one decimal
     assert "clip-qwen" in cards[1] and "vision: CLIP" in cards[1] and "vqav2 58.0 · pope (f1) 84.5" in cards[1]
+
+
+def test_a_lone_variant_gets_its_answer_not_a_list():
+    from vlmsweep.serve.demo import box_values
+
+    assert box_values(["a red cube"]) == "a red cube"
+    assert box_values(["a", "b"]) == ["a", "b"]

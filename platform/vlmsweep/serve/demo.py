@@ -136,6 +136,12 @@ def ask(panels: list[Panel], image, question: str, max_new_tokens: int = 64) -> 
     return out
 
 
+def box_values(answers: list[str]):
+    """What Gradio's click handler returns for the answer boxes: a list for several boxes, the
+    string itself for one (Gradio shows a returned list as the lone box's text: "['...']")."""
+    return answers[0] if len(answers) == 1 else answers
+
+
 def build_app(sweep_name: str, panels: list[Panel], max_new_tokens: int = 64):
     """The Gradio page: image and question on top, one column per variant below."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -161,7 +167,7 @@ def build_app(sweep_name: str, panels: list[Panel], max_new_tokens: int = 64):
                                             elem_id=f"answer-{i}"))
 
         def respond(img, text):
-            return ask(panels, img, text, max_new_tokens)
+            return box_values(ask(panels, img, text, max_new_tokens))
 
         for trigger in (button.click, question.submit):
             trigger(respond, [image, question], boxes, concurrency_limit=1)
