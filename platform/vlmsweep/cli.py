@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from vlmsweep.cli_cluster import add_cluster_commands
+from vlmsweep.cli_eval import add_eval_commands
 from vlmsweep.config.errors import ConfigError, InputError
 from vlmsweep.data.images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from vlmsweep.export.cli import add_export_parser
@@ -52,7 +53,7 @@ def _local_cluster(args) -> bool:
     return not target or target == "local"
 
 
-def _output_dir(path: str | None, flag: str) -> None:
+def check_output_dir(path: str | None, flag: str) -> None:
     """An output directory that is a file would fail deep inside a writer: name the flag."""
     if path and Path(path).exists() and not Path(path).is_dir():
         raise InputError([(flag, f"{path} is a file, not a directory")])
@@ -139,7 +140,7 @@ def cmd_report(args) -> int:
     if name_problem(args.sweep):  # it names a directory of the work dir: no ../ out of it
         raise InputError([("SWEEP", f"the sweep name {name_problem(args.sweep)}")])
     work = WorkDir.at(args.work_dir)
-    _output_dir(args.out, "--out")
+    check_output_dir(args.out, "--out")
     work.check_tracking_store(reading_sweep=args.sweep)
     out = args.out or work.path("reports", args.sweep)
     try:
@@ -180,7 +181,7 @@ def cmd_data_world(args) -> int:
     from vlmsweep.data.world import build_world
     from vlmsweep.eval.world_sets import BENCH_DIR, build_benchmarks
 
-    _output_dir(args.out, "--out")
+    check_output_dir(args.out, "--out")
     summary = build_world(args.out, seed=args.seed, size=args.size, image_size=args.image_size)
     # the held-out benchmark sets, in the official layouts, beside the training splits
     build_benchmarks(Path(args.out) / BENCH_DIR, seed=args.seed, size=args.size, image_size=args.image_size)
@@ -208,91 +209,6 @@ def cmd_data_ingest(args) -> int:
           f"details in skipped.json)")
     print(f"content hash: {m['content_hash']}")
     print(f"limits:       {m['limits']['max_image_bytes']} bytes, {m['limits']['max_image_pixels']} pixels per image")
-    return 0
-
-
-def cmd_eval(args) -> int:
-    from vlmsweep import storage
-    from vlmsweep.config.workdir import WorkDir
-    from vlmsweep.eval.run import WORLD_BENCHMARKS, check_benches, evaluate, format_table
-    from vlmsweep.train.stage_output import is_complete, read_config
-
-    if args.checkpoint == "score":
-        return _score_answers(args)
-    _output_dir(args.out, "--out")
-    benches = args.bench.split(",") if args.bench else list(WORLD_BENCHMARKS)
-    check_benches(benches)
-    if not is_complete(args.checkpoint):
-        raise InputError([("CHECKPOINT", f"{args.checkpoint} is not a finished stage output (no manifest.json there; "
-                                         "give a stage directory, e.g. WORK_DIR/stages/finetune-...)")])
-    work = WorkDir.at(args.work_dir)
-    data = args.data or _world_bench_dir(args.checkpoint, work)
-    check_benches(benches, data)
-    out = args.out or storage.join(storage.normalize(args.checkpoint), "eval")
-    judge = _judge(args, read_config(args.checkpoint).eval.judge)
-    results = evaluate(args.checkpoint, benches, data, out, work.model_root(), batch_size=args.batch_size,
-                       max_new_tokens=args.max_new_tokens, judge=judge)
-    print(format_table(results))
-    files = sorted({f for r in results.values() for f in r.get("files", [])})
-    print(f"results: {out}/<benchmark>.json; also {', '.join(files)}")
-    return 0
-
-
-def _judge(args, configured=None):
-    """MM-Vet's judge: --judge-url/--judge-model, else the config's eval.judge, else none."""
-    from vlmsweep.config.schema import JudgeConfig
-    from vlmsweep.eval.run import make_judge
-
-    if args.judge_url:
-        fields = {"base_url": args.judge_url, "model": args.judge_model, "api_key_env": args.judge_key_env}
-        return make_judge(JudgeConfig(**{k: v for k, v in fields.items() if v}))
-    if args.judge_model or args.judge_key_env:
-        raise InputError([("--judge-model", "needs --judge-url (the judge's OpenAI-compatible endpoint)")])
-    return make_judge(configured)
-
-
-def _world_bench_dir(checkpoint: str, work) -> str:
-    """The synthetic world's benchmark sets for the data the checkpoint was trained on."""
-    from vlmsweep.eval.world_sets import ensure_world_benchmarks
-    from vlmsweep.train.stage_output import read_config
-
-    cfg = read_config(checkpoint)
-    if cfg.data.source != "synthetic":
-        raise ConfigError([("--data", "the checkpoint was not trained on the synthetic world: "
-                                      "give the benchmark directory with --data")])
-    return ensure_world_benchmarks(cfg.data, work)
-
-
-def _score_answers(args) -> int:
-    """Score an answers file (LLaVA's JSONL, or vlmsweep's own) without a model."""
-    import json
-
-    from vlmsweep.eval.benchmarks.files import BenchmarkFileError
-    from vlmsweep.eval.run import check_benches, score_answers
-
-    if not (args.bench and args.answers and args.annotations) or "," in args.bench:
-        raise InputError([("eval score", "needs --bench NAME (one), --answers FILE and --annotations FILE "
-                                         "(the official answer file, or the benchmark's folder)")])
-    check_benches([args.bench])
-    answers, annotations = Path(args.answers), Path(args.annotations)
-    if not answers.is_file():
-        raise InputError([("--answers", f"{answers} is a directory, not a file" if answers.is_dir()
-                           else f"no such file: {answers}")])
-    if not annotations.exists():
-        raise InputError([("--annotations", f"no such file or directory: {annotations}")])
-    if args.questions and not Path(args.questions).is_file():
-        raise InputError([("--questions", f"no such file: {args.questions}")])
-    if args.out:
-        _output_dir(args.out, "--out")
-    try:
-        result = score_answers(args.bench, answers, annotations, out_dir=args.out, questions=args.questions,
-                               judge=_judge(args))
-    except BenchmarkFileError as err:
-        field = "--answers" if str(answers) in str(err) else "--annotations"
-        raise InputError([(field, str(err))]) from None
-    print(json.dumps({"benchmark": args.bench, "metrics": result.get("metrics"), "stderr": result.get("stderr"),
-                      "counts": result.get("counts"),
-                      "notes": result.get("notes", []), "files": result.get("files", [])}, indent=1))
     return 0
 
 
@@ -356,30 +272,7 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--show", action="store_true", help="print the resolved config (all defaults filled in)")
     check.set_defaults(fn=cmd_check)
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint on benchmarks, or score an answers file",
-                        description="vlmsweep eval CHECKPOINT [--bench vqav2,gqa,...] [--data DIR]: generate and "
-                                    "score (CHECKPOINT = a stage output dir, e.g. the finetune stage); DIR holds "
-                                    "one folder per benchmark in its official layout, as LLaVA's "
-                                    "playground/data/eval. vlmsweep eval score --bench NAME --answers FILE "
-                                    "--annotations PATH: score an answers file (LLaVA's JSONL, or vlmsweep's "
-                                    "results JSON) without a model, as the benchmark's official script does.")
-    ev.add_argument("checkpoint", help="stage output directory, or the word 'score'")
-    ev.add_argument("--bench", help="comma-separated benchmarks (default: the seven the world builds)")
-    ev.add_argument("--data", help="directory holding one folder per benchmark, e.g. LLaVA's playground/data/eval "
-                                   "(default: the world's benchmark sets)")
-    ev.add_argument("--batch-size", type=_positive, default=16)
-    ev.add_argument("--max-new-tokens", type=_positive, default=32)
-    ev.add_argument("--out", help="where results go (default: CHECKPOINT/eval; score mode: print only)")
-    ev.add_argument("--work-dir", help="work dir holding the presets (default ./.vlmsweep)")
-    ev.add_argument("--answers", help="score mode: the answers file")
-    ev.add_argument("--annotations", help="score mode: the benchmark's official answer file, or its folder")
-    ev.add_argument("--questions", help="score mode: the question file, where the key needs it "
-                                        "(POPE: llava_pope_test.jsonl, when not beside coco/)")
-    ev.add_argument("--judge-url", help="MM-Vet's judge: an OpenAI-compatible endpoint (default: eval.judge)")
-    ev.add_argument("--judge-model", help="the judge's model (default gpt-4-0613, as MM-Vet's published numbers)")
-    ev.add_argument("--judge-key-env", help="environment variable holding the judge's API key "
-                                            "(default OPENAI_API_KEY)")
-    ev.set_defaults(fn=cmd_eval)
+    add_eval_commands(sub, _positive)
 
     zoo = sub.add_parser("zoo", help="the pretrained tiny zoo").add_subparsers(dest="zoo_command", required=True)
     zb = zoo.add_parser("build", help="pretrain the tiny tokenizer, LMs and vision encoders on the world (cached)")
