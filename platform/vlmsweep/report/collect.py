@@ -235,3 +235,25 @@ def _item_values(client, experiment_id: str, variant) -> dict[str, dict[str, flo
             if values:
                 out[f"eval/{bench}/{metric}"] = values
     return out
+
+
+def variant_outputs(work, sweep: str, variant: str) -> list[str]:
+    """The stage outputs (each stage run's `vlmsweep.output`) of VARIANT's latest attempt in SWEEP,
+    in the order its stages ran: what `export`, `chat` and `demo` load a variant from.
+    SweepNotFound, one line, names what is missing."""
+    from mlflow.tracking import MlflowClient
+
+    work.check_tracking_store(reading_sweep=sweep)
+    client = MlflowClient(work.tracking_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        raise SweepNotFound(f"no sweep {sweep!r}: nothing was tracked at {work.tracking_uri}")
+    eid = experiment.experiment_id
+    sweep_run = _find_sweep(client, eid, sweep, f"at {work.tracking_uri}", [], work.uri)
+    runs = _search(client, eid, f"tags.`{PARENT}` = {_q(sweep_run.info.run_id)} and tags.`{KIND}` = 'variant'")
+    mine = [r for r in runs if r.info.run_name == variant]
+    if not mine:
+        names = sorted({r.info.run_name for r in runs})
+        raise SweepNotFound(f"sweep {sweep!r} has no variant {variant!r}; its variants: {', '.join(names) or 'none'}")
+    tags = (client.get_run(run_id).data.tags for _, run_id in _stage_refs(client, eid, mine[-1]))
+    return [t[OUTPUT] for t in tags if t.get(OUTPUT)]
