@@ -233,8 +233,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if not target or target == "local":
         # workers of a local cluster are this machine's: its accelerator is theirs
         os.environ.setdefault("DS_ACCELERATOR", "cuda" if _has_gpu() else "cpu")
+        # Ray Train's preemption watcher (an actor per stage) follows node draining by an
+        # autoscaler; an embedded cluster is this one machine, which nothing drains
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, configure_logging=True,
                  logging_level="WARNING")
+        _keep_data_stats_actor()
         return
     if target.startswith(("http://", "https://")):
         raise ClusterError([("--address", f"{target} is a dashboard / Jobs API address: submit the sweep with "
@@ -251,6 +255,21 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address or None, log_to_driver=True, runtime_env={"env_vars": env} if env else None)
     except ConnectionError as err:
         raise ClusterError([("--address", f"cannot connect to the Ray cluster at {target}: {err}")]) from None
+    _keep_data_stats_actor()
+
+
+def _keep_data_stats_actor() -> None:
+    """Create Ray Data's stats actor from the driver, once per sweep.
+
+    Ray Data creates it on first use (a detached, named actor). First used inside a stage's
+    Train worker, it is placed with that stage's placement group and dies when the stage ends,
+    so every stage started a new process for it (~1 CPU-second each, measured by bench/grid.py).
+    Created here, it lives as long as the cluster. There is no public API for it."""
+    try:
+        from ray.data._internal.stats import get_or_create_stats_actor
+    except ImportError:     # another Ray version: Ray Data creates its own, as before
+        return
+    get_or_create_stats_actor()
 
 
 def _job_env_vars() -> dict | None:
