@@ -27,9 +27,15 @@ CONVERSATIONS = [
 ]
 
 
-def model_config(vision: str = "siglip", llm: str = "llama", connector: str = "mlp2x_gelu", **vision_kw) -> ModelConfig:
+def model_config(vision: str = "siglip", llm: str = "llama", connector: str = "mlp2x_gelu",
+                 connector_options: dict | None = None, **vision_kw) -> ModelConfig:
     return ModelConfig(vision=VisionConfig(family=vision, **vision_kw), llm=LLMConfig(family=llm),
-                       connector=ConnectorConfig(name=connector))
+                       connector=ConnectorConfig(name=connector, options=connector_options or {}))
+
+
+# a Q-Former whose query count (8) differs from the tiny towers' 16 patches, so a test that
+# confused the two would fail
+QFORMER = {"connector": "qformer", "connector_options": {"num_queries": 8}}
 
 
 def random_image(seed: int, height: int = 32, width: int = 32) -> Image.Image:

@@ -24,7 +24,7 @@ def dims_for(name):
 
 
 def test_registry_has_exactly_the_documented_names():
-    assert set(CONNECTORS) == {"linear", "identity", "ln_mlp", "resampler", "pixel_shuffle",
+    assert set(CONNECTORS) == {"linear", "identity", "ln_mlp", "resampler", "qformer", "pixel_shuffle",
                                "mlp1x_gelu", "mlp2x_gelu", "mlp3x_gelu", "mlp4x_gelu"}
 
 
@@ -147,6 +147,51 @@ def test_resampler_sees_token_positions():
     feats = torch.randn(1, T, V)
     shuffled = feats[:, torch.randperm(T)]
     assert not torch.allclose(conn(feats), conn(shuffled))
+
+
+def test_qformer_options_set_token_count_layers_width_and_cross_attention():
+    from transformers import Blip2QFormerModel
+
+    conn = build_connector("qformer", V, L, T, {"num_queries": 5, "depth": 4, "hidden": 16, "num_heads": 2,
+                                                "cross_attention_every": 2})
+    assert connector_output_tokens("qformer", T, {"num_queries": 5}) == 5 == conn.num_output_tokens
+    assert conn(torch.randn(N, T, V)).shape == (N, 5, L)
+    assert isinstance(conn.qformer, Blip2QFormerModel) and conn.queries.shape == (1, 5, 16)
+    cfg = conn.qformer.config
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.encoder_hidden_size) == (16, 4, 2, V)
+    # BLIP-2's layout: cross-attention in layers 0, 2, … when it comes every 2nd layer
+    assert [layer.has_cross_attention for layer in conn.qformer.encoder.layer] == [True, False, True, False]
+    assert (conn.proj.in_features, conn.proj.out_features) == (16, L)
+    # defaults: the LLM's width, every layer looking at the image
+    default = build_connector("qformer", V, L, T)
+    assert default.queries.shape == (1, 32, L) and all(x.has_cross_attention for x in default.qformer.encoder.layer)
+
+
+def test_qformer_reads_the_image_but_not_the_order_of_its_tokens():
+    """Its queries cross-attend to the features: another image changes the output. As in BLIP-2
+    no position embedding is added (the tower's features carry their own), so the same tokens in
+    another order give the same output."""
+    torch.manual_seed(0)
+    conn = build_connector("qformer", V, L, T, {"num_queries": 4}).eval()
+    feats = torch.randn(2, T, V)
+    with torch.no_grad():
+        out = conn(feats)
+        assert not torch.allclose(out[0], out[1])
+        torch.testing.assert_close(conn(feats[:, torch.randperm(T)]), out, rtol=0, atol=1e-5)
+        # one image's queries see that image alone: a batch computes what each image does alone
+        torch.testing.assert_close(conn(feats[1:]), out[1:], rtol=0, atol=1e-6)
+
+
+def test_qformer_bad_setup_is_explained():
+    assert check_connector("qformer", V, L, T, {"num_heads": 5}) == \
+        ["num_heads=5 does not divide the Q-Former's width 32 (llm_dim)"]
+    assert check_connector("qformer", V, L, T, {"hidden": 12, "num_heads": 8}) == \
+        ["num_heads=8 does not divide the Q-Former's width 12 (hidden)"]
+    (problem,) = check_connector("qformer", V, L, T, {"depth": 1, "cross_attention_every": 2})
+    assert "no layer would cross-attend" in problem
+    with pytest.raises(ConfigError) as err:
+        build_connector("qformer", V, L, T, {"num_queries": 0})
+    assert err.value.problems[0][0] == "model.connector.options.num_queries"
 
 
 def test_pixel_shuffle_token_counts():

@@ -158,7 +158,7 @@ def export_cli(argv: list[str]):
     return args.fn(args)
 
 
-@pytest.mark.parametrize("connector", ["resampler", "pixel_shuffle", "ln_mlp", "mlp3x_gelu"])
+@pytest.mark.parametrize("connector", ["resampler", "qformer", "pixel_shuffle", "ln_mlp", "mlp3x_gelu"])
 def test_connectors_llava_cannot_express_are_refused_in_one_line(connector, preset_root, tmp_path):
     cfg = variant({"family": "siglip"}, "llama", connector, FROZEN, FULL)
     torch.manual_seed(0)

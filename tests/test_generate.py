@@ -12,7 +12,7 @@ from vlmsweep.models.vlm import IMAGE_TOKEN_ID
 
 from vlmsweep.models.vision import preprocess_images
 
-from _tiny import Tiny, model_config, random_image
+from _tiny import QFORMER, Tiny, model_config, random_image
 
 PROMPTS = [
     ([{"role": "user", "text": "<image>\nWhat is this?"}], 1),
@@ -21,10 +21,10 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny(preset_root):
+@pytest.fixture(scope="module", params=["mlp2x_gelu", "qformer"])
+def tiny(request, preset_root):
     torch.manual_seed(0)
-    t = Tiny(preset_root, model_config("clip", "qwen2"))
+    t = Tiny(preset_root, model_config("clip", "qwen2", **(QFORMER if request.param == "qformer" else {})))
     t.vlm.eval()
     return t
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _tiny import IMAGE_SHAPE, Tiny, model_config
+from _tiny import IMAGE_SHAPE, QFORMER, Tiny, model_config
 from vlmsweep.data.packing import Row, Sample, collate, pack, shifted_targets
 from vlmsweep.models.vlm import IGNORE_INDEX, IMAGE_TOKEN_ID
 
@@ -25,9 +25,10 @@ def per_token(vlm, batch):
     return logits, F.cross_entropy(logits, batch.targets[keep], reduction="none")
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "phi"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "phi", "llama+qformer"])
 def tiny(request, preset_root):
-    t = Tiny(preset_root, model_config("clip", request.param))
+    llm, _, connector = request.param.partition("+")
+    t = Tiny(preset_root, model_config("clip", llm, **(QFORMER if connector else {})))
     t.vlm.eval()
     return t
 

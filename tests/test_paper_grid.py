@@ -123,3 +123,62 @@ def test_bakllava_mini_dry_run_before_the_zoo_is_built(tmp_path):
     assert "sweep BakLLaVA-mini: 1 variant(s)" in out.stdout
     for name in ("mistral", "clip"):
         assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in out.stdout
+
+
+LLAVA15 = ROOT / "experiments/paper/llava15.yaml"
+LLAVA15_MINI = ROOT / "experiments/mini/llava15.yaml"
+
+
+def test_llava15_dry_run_passes_offline(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("VLMSWEEP_DATA", None)
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(LLAVA15), "--dry-run",
+                          "--work-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert "sweep llava15-paper: 2 variant(s)" in text
+    for name in ("LLaVA-1.5-7B", "LLaVA-1.5-13B"):
+        assert f"  {name}: pretrain-" in text
+    for hub in ("lmsys/vicuna-7b-v1.5", "lmsys/vicuna-13b-v1.5", "openai/clip-vit-large-patch14-336"):
+        assert f"{hub}: not available on this machine" in text
+    # the two variants share no stage: the LLM is in every stage's identity
+    assert "unique stages: data 1, pretrain 2, finetune 2, eval 2" in text
+
+
+def test_llava15_carries_the_published_recipe():
+    """LLaVA-1.5's scripts/v1_5: CLIP-L/336 from its penultimate layer, padded images, mlp2x_gelu,
+    Vicuna v1.5 with the v1 template; pretrain connector only at 1e-3 / batch 256 with ZeRO-2,
+    finetune connector + LLM at 2e-5 / batch 128 with ZeRO-3, grouped by modality, 2048 tokens."""
+    from vlmsweep.config.grid import load_any
+
+    variants = {v.name: v.config for v in load_any(LLAVA15).variants}
+    assert sorted(variants) == ["LLaVA-1.5-13B", "LLaVA-1.5-7B"]
+    for size, cfg in variants.items():
+        m = cfg.model
+        assert (m.llm.family, m.llm.checkpoint, m.llm.template) == \
+            ("llama", f"lmsys/vicuna-{size.split('-')[-1].lower()}-v1.5", "vicuna")
+        assert (m.vision.family, m.vision.checkpoint, m.vision.feature_layer, m.vision.image_aspect) == \
+            ("clip", "openai/clip-vit-large-patch14-336", -2, "pad")
+        assert m.connector.name == "mlp2x_gelu" and cfg.data.name == "llava"
+        pre, fine = cfg.recipe.stages
+        assert (pre.name, pre.template, pre.vision.mode, pre.connector.mode, pre.llm.mode) == \
+            ("pretrain", "plain", "frozen", "full", "frozen")
+        assert (fine.name, fine.template, fine.vision.mode, fine.connector.mode, fine.llm.mode) == \
+            ("finetune", "chat", "frozen", "full", "full")
+        assert (pre.training.lr, pre.training.global_batch, pre.training.zero_stage, pre.training.packing) == \
+            (1e-3, 256, 2, True)
+        assert (fine.training.lr, fine.training.global_batch, fine.training.zero_stage, fine.training.packing) == \
+            (2e-5, 128, 3, False)
+        for t in (pre.training, fine.training):
+            assert (t.epochs, t.max_length, t.warmup_ratio, t.schedule, t.precision, t.workers, t.grad_accum) == \
+                (1, 2048, 0.03, "cosine", "bf16", 8, 1)
+
+
+def test_llava15_mini_dry_run_before_the_zoo_is_built(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(LLAVA15_MINI), "--dry-run",
+                          "--set", "data.synthetic.size=tiny", "--work-dir", str(tmp_path)],
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "sweep LLaVA-1.5-7B: 1 variant(s)" in out.stdout
+    for name in ("tinyllama", "clip"):
+        assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in out.stdout

@@ -148,3 +148,23 @@ def test_unknown_zoo_name_lists_built(zoo):
     with pytest.raises(ConfigError) as err:
         VisionTower(VisionConfig(family="clip", checkpoint="zoo:../zoo/clip"), zoo["presets"])
     assert err.value.problems[0][0] == "model.vision.checkpoint"
+
+
+def test_the_llava15_miniature_runs_on_the_zoo(zoo):
+    """experiments/mini/llava15.yaml end to end on the zoo's parts at tiny sizes: zoo:clip from its
+    penultimate layer into zoo:tinyllama with Vicuna v1's template, unpacked finetune batches."""
+    import os
+    import subprocess
+    import sys
+
+    root = zoo["root"]
+    sets = ["data.synthetic.size=tiny", "data.synthetic.image_size=32", "training.steps=2",
+            "stages.finetune.training.steps=2", "eval.benchmarks=[pope]", "eval.max_new_tokens=2"]
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "run",
+                          str(Path(__file__).parents[1] / "experiments/mini/llava15.yaml"), "--work-dir", str(root),
+                          *[a for s in sets for a in ("--set", s)]],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "sweep LLaVA-1.5-7B: 3 stage(s) run" in out.stdout and "LLaVA-1.5-7B: FINISHED" in out.stdout
+    assert "pope" in out.stdout.split("eval of LLaVA-1.5-7B:")[1]

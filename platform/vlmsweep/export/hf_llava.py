@@ -48,6 +48,8 @@ EXPRESSIBLE = {"mlp2x_gelu": "gelu", "linear": "linear", "mlp1x_gelu": "linear",
 WHY_NOT = {
     "ln_mlp": "its LayerNorm between the Linears has no place in Llava's Linear-act-Linear projector",
     "resampler": "its learned queries cross-attend to the vision tokens; Llava's projector maps each token alone",
+    "qformer": "its learned queries pass through BLIP-2 Q-Former layers that cross-attend to the vision tokens; "
+               "Llava's projector maps each token alone",
     "pixel_shuffle": "it merges neighbouring vision tokens (space-to-depth); Llava's projector maps each token alone",
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

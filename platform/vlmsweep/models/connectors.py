@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 from vlmsweep.config.errors import ConfigError, lookup
 
@@ -115,6 +116,37 @@ class ResamplerConnector(Connector):
         return self.norm_out(q)
 
 
+class QFormerConnector(Connector):
+    """BLIP-2's Q-Former: learned queries pass through BERT-style layers, each with
+    self-attention among the queries, cross-attention to the vision features, and an MLP; a
+    Linear then maps them to the LLM's width (BLIP-2's language projection). T_out =
+    num_queries whatever T_in is. The layers are transformers' own Blip2QFormerModel, so the
+    block is BLIP-2's (post-norm, cross-attention in every `cross_attention_every`-th layer).
+
+    Unlike the resampler, no position embedding is added: as in BLIP-2, the vision features
+    carry their tower's. Dropout is off: the other tiny parts have none, and it would make
+    a stage's result depend on more than its seed and data order."""
+
+    def __init__(self, vision_dim: int, llm_dim: int, num_vision_tokens: int, num_queries: int, depth: int,
+                 hidden: int | None, num_heads: int | None, cross_attention_every: int):
+        super().__init__()
+        hidden = hidden or llm_dim
+        config = Blip2QFormerConfig(hidden_size=hidden, num_hidden_layers=depth,
+                                    num_attention_heads=num_heads or default_num_heads(hidden),
+                                    intermediate_size=4 * hidden, encoder_hidden_size=vision_dim,
+                                    cross_attention_frequency=cross_attention_every,
+                                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        self.queries = nn.Parameter(0.02 * torch.randn(1, num_queries, hidden))   # BLIP-2's init std
+        self.qformer = Blip2QFormerModel(config)
+        self.proj = nn.Linear(hidden, llm_dim)
+        self.num_output_tokens = num_queries
+
+    def forward(self, features: Tensor) -> Tensor:
+        queries = self.queries.expand(features.shape[0], -1, -1)
+        out = self.qformer(query_embeds=queries, encoder_hidden_states=features).last_hidden_state
+        return self.proj(out)
+
+
 def space_to_depth(features: Tensor, factor: int) -> Tensor:
     """[n, s*s, d] -> [n, (s/f)^2, f*f*d]: each f x f neighbourhood becomes one token. Output tokens
     keep row-major grid order; a token's channels are its neighbours (row-major), d features each."""
@@ -168,6 +200,19 @@ def _check_resampler(vision_dim: int, llm_dim: int, t: int, num_heads: int | Non
     return []
 
 
+def _check_qformer(vision_dim: int, llm_dim: int, t: int, num_heads: int | None, hidden: int | None,
+                   depth: int, cross_attention_every: int, **_: Any) -> list[Problem]:
+    width = hidden or llm_dim
+    problems = []
+    if num_heads is not None and width % num_heads:   # None = default_num_heads(width)
+        problems.append(("num_heads", f"num_heads={num_heads} does not divide the Q-Former's width {width} "
+                                      f"({'hidden' if hidden else 'llm_dim'})"))
+    if cross_attention_every > depth:   # no layer would look at the image
+        problems.append(("cross_attention_every", f"cross_attention_every={cross_attention_every} > depth={depth}: "
+                                                  "no layer would cross-attend to the vision features"))
+    return problems
+
+
 def _grid_problems(t: int, factor: int) -> list[Problem]:
     side = math.isqrt(t)
     if side * side != t:
@@ -202,6 +247,10 @@ CONNECTORS: dict[str, ConnectorSpec] = {
     "ln_mlp": ConnectorSpec(LayerNormMLPConnector),
     "resampler": ConnectorSpec(ResamplerConnector, {"num_queries": 16, "depth": 1, "num_heads": None},
                                lambda t, num_queries, **_: num_queries, _check_resampler),
+    # BLIP-2 uses 32 queries, 12 layers, width 768, cross-attention every 2nd layer
+    "qformer": ConnectorSpec(QFormerConnector, {"num_queries": 32, "depth": 2, "hidden": None, "num_heads": None,
+                                                "cross_attention_every": 1},
+                             lambda t, num_queries, **_: num_queries, _check_qformer),
     "pixel_shuffle": ConnectorSpec(PixelShuffleConnector, {"factor": 2}, _pixel_shuffle_tokens,
                                    lambda v, l, t, factor: _grid_problems(t, factor)),
 }
