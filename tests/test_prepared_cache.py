@@ -184,3 +184,26 @@ def test_a_stage_trained_twice_from_fresh_work_dirs_gives_equal_weights(tmp_path
     for other in weights[1:]:
         for name, tensor in weights[0].items():
             assert torch.equal(tensor, other[name]), name
+
+
+def test_a_text_only_mix_keeps_the_same_rows_streamed_or_prepared(world):
+    """data.text_only_ratio thins the rows after preparation on both paths: the per-rank pipelines
+    and the prepared split keep the same rows, in the same order; the cache holds the whole split."""
+    from vlmsweep.data.mix import plan_mix
+
+    work, _, spec = world
+    shard_dir = ensure_splits(tiny_cfg().data, work)["instruct"]
+    manifest = read_manifest(shard_dir)
+    assert manifest["modalities"].get("text", 0) > 0
+    mix = plan_mix(manifest["modalities"], 0.5, seed=0)
+    assert mix.keep_image < 1 == mix.keep_text
+    instruct_spec = dataclasses.replace(spec, template="chatml")
+    streamed = tables_of(stream.rank_datasets(shard_dir, 2, instruct_spec, mix=mix), 2)
+    data = prepared.stage_datasets(shard_dir, 2, instruct_spec, mix=mix)
+    once = tables_of(data.datasets, 2)
+    for r in range(2):
+        assert once[r].equals(streamed[r]), f"rank {r}"
+    counts = data.mix_counts
+    assert sum(t.num_rows for t in once) < manifest["rows"] == prepared.read_prepared(data.prepared).num_rows
+    assert counts["text_kept"] == counts["text_total"] > 0 and counts["image_kept"] < counts["image_total"]
+    assert abs(counts["text_only_share"] - 0.5) < 0.15   # a few dozen rows: the share in expectation

@@ -242,6 +242,10 @@ class DataConfig(Strict):
     # split name -> shard directory. For the synthetic world the defaults name its splits.
     splits: dict[str, str] = Field(default_factory=lambda: {
         "captions": "captions_short", "instruct": "instruct"})
+    # the share of text-only rows in each training split that has both kinds (DeepSpeed-
+    # VisualChat's text-only mix), reached by thinning the larger kind; None = as the split is
+    # (data/mix.py)
+    text_only_ratio: float | None = Field(None, ge=0, le=1)
 
 
 class JudgeConfig(Strict):

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from vlmsweep import storage
 
 from . import stream
+from .mix import MixCounts, TextOnlyMix
 from .shards import iter_shard_tables, read_manifest, shard_files
 from .stream import (
     _COLUMNS,
@@ -166,6 +167,7 @@ class StageData:
     datasets: dict
     prepared: str | None = None
     cache_hit: bool = False
+    mix_counts: dict | None = None     # what a text-only mix kept (MixCounts; prepared splits)
 
     @property
     def how(self) -> str:
@@ -173,17 +175,22 @@ class StageData:
 
 
 def stage_datasets(shard_dir: str, world: int, spec: PrepSpec, prefix: str = "train",
-                   identity: dict | None = None) -> StageData:
+                   identity: dict | None = None, mix: TextOnlyMix | None = None) -> StageData:
     """Per-rank datasets of a split for one stage: a small split's rows are prepared once (or found
-    in the cache) and split by rank here; a large one streams (`rank_datasets`)."""
+    in the cache) and split by rank here; a large one streams (`rank_datasets`). `mix` thins the
+    rows to a text-only share after preparation (the cache holds the whole split)."""
     manifest = read_manifest(shard_dir)
     if not is_small(manifest, spec):
-        return StageData(stream.rank_datasets(shard_dir, world, spec, prefix, materialize=False))
+        return StageData(stream.rank_datasets(shard_dir, world, spec, prefix, materialize=False, mix=mix))
     entry = prepared_entry(manifest, spec, identity)
     table = read_prepared(entry)
     hit = table is not None
     if not hit:
         table = prepare_split(shard_dir, spec)
         write_prepared(entry, table, {"split": manifest["content_hash"], "shard_dir": storage.normalize(shard_dir)})
+    counts = None
+    if mix is not None:
+        counts = MixCounts.of(table, mix).to_dict()
+        table = mix.apply(table)
     ranks = split_by_rank(table, world)
-    return StageData({f"{prefix}_rank{r}": _dataset_of(t) for r, t in enumerate(ranks)}, entry, hit)
+    return StageData({f"{prefix}_rank{r}": _dataset_of(t) for r, t in enumerate(ranks)}, entry, hit, counts)

@@ -138,12 +138,14 @@ MATERIALIZE_BELOW_BYTES = 64 << 20
 _COLUMNS = ["id", "images", "conversations"]   # what preprocessing reads of a shard row
 
 
-def _select_and_prepare(ds, spec: PrepSpec, world: int = 1, rank: int = 0):
+def _select_and_prepare(ds, spec: PrepSpec, world: int = 1, rank: int = 0, mix=None):
     ds = ds.select_columns(_COLUMNS)
     if world > 1:
         ds = ds.map_batches(keep_rank, fn_kwargs={"rank": rank, "world": world}, batch_format="pyarrow",
                             zero_copy_batch=True)
-    return ds.map_batches(prepare_table, fn_kwargs={"spec": spec}, batch_format="pyarrow", batch_size=32)
+    ds = ds.map_batches(prepare_table, fn_kwargs={"spec": spec}, batch_format="pyarrow", batch_size=32)
+    # after preparing, as on the prepared path: a skipped row is counted whatever its kind
+    return ds.map_batches(mix.apply, batch_format="pyarrow") if mix is not None else ds
 
 
 def _read_shards(batch: pa.Table) -> Iterator[pa.Table]:
@@ -171,7 +173,7 @@ def _ordered() -> None:
 
 
 def rank_datasets(shard_dir: str, world: int, spec: PrepSpec, prefix: str = "train",
-                  materialize: bool | None = None) -> dict:
+                  materialize: bool | None = None, mix=None) -> dict:
     """One Ray dataset per rank (read → the rank's rows → prepare), named f"{prefix}_rank{r}", in a
     fixed order: the streaming path, for splits too large to prepare once and hold (stage_datasets).
     Lazy, each runs in its own worker; materialized here instead when `materialize`, which by
@@ -183,7 +185,7 @@ def rank_datasets(shard_dir: str, world: int, spec: PrepSpec, prefix: str = "tra
         materialize = sum(s["bytes"] for s in read_manifest(shard_dir)["shards"]) < MATERIALIZE_BELOW_BYTES
     out = {}
     for rank in range(world):
-        ds = _select_and_prepare(shard_rows(files), spec, world, rank)
+        ds = _select_and_prepare(shard_rows(files), spec, world, rank, mix)
         out[f"{prefix}_rank{rank}"] = ds.materialize() if materialize else ds
     return out
 

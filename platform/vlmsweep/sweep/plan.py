@@ -20,7 +20,7 @@ from vlmsweep.config.schema import VariantConfig
 from vlmsweep.config.workdir import WorkDir
 from vlmsweep.data.prepare import data_identity, ensure_splits
 from vlmsweep.eval.world_sets import ensure_world_benchmarks, world_bench_identity
-from vlmsweep.train.stage import stage_id, weights_identity
+from vlmsweep.train.stage import stage_id, text_only_mix, weights_identity
 from vlmsweep.train.stage_output import is_complete
 
 
@@ -74,19 +74,20 @@ def make_plan(grid: Grid, work: WorkDir, dry_run: bool = False) -> Plan:
         cfg = variant.config
         try:
             splits = ensure_splits(cfg.data, work)  # cheap once generated; the plan needs content hashes
-            identity = data_identity(splits)
+            identity, prepared = data_identity(splits), True
         except ConfigError as err:
             if not dry_run:
                 raise
             splits = {split: str(path) for split, path in cfg.data.splits.items()}
-            identity = json.dumps({"unprepared": splits}, sort_keys=True)
+            identity, prepared = json.dumps({"unprepared": splits}, sort_keys=True), False
             notes += [f"data not prepared here, stage ids provisional: {f}: {m.splitlines()[0][:160]}"
                       for f, m in err.problems]
         data[identity] = splits
         chain, previous = [], None
         weights = weights_identity(cfg, work)
+        mixes = _mix_identities(cfg, splits, prepared)
         for index, stage in enumerate(cfg.recipe.stages):
-            sid = f"{stage.name}-{stage_id(cfg, index, identity, weights)}"
+            sid = f"{stage.name}-{stage_id(cfg, index, identity, weights, mixes)}"
             node = stages.setdefault(sid, StageNode(sid, "train", stage.name, cfg, index, work.path("stages", sid),
                                                     [previous] if previous else [], splits[stage.split]))
             node.variants.append(variant.name)
@@ -106,6 +107,17 @@ def make_plan(grid: Grid, work: WorkDir, dry_run: bool = False) -> Plan:
             chain.append(eid)
         chains[variant.name] = chain
     return Plan(grid, stages, chains, data, sorted(set(notes)))
+
+
+def _mix_identities(cfg: VariantConfig, splits: dict[str, str], prepared: bool) -> list[dict | None] | None:
+    """Per training stage, the text-only mix its split gets (train/stage.py: stage_id). Unprepared
+    (a dry run), the ratio alone stands in for it, so variants that differ in it stay apart."""
+    if cfg.data.text_only_ratio is None:
+        return None
+    if not prepared:
+        return [{"text_only_ratio": cfg.data.text_only_ratio}] * len(cfg.recipe.stages)
+    mixes = [text_only_mix(cfg, splits[stage.split]) for stage in cfg.recipe.stages]
+    return [m.identity() if m else None for m in mixes]
 
 
 def describe(plan: Plan) -> str:

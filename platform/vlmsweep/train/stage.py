@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from vlmsweep import storage
 from vlmsweep.config.schema import VariantConfig
 from vlmsweep.config.workdir import WorkDir
+from vlmsweep.data.mix import TextOnlyMix, plan_mix, why_not
 from vlmsweep.data.order import ORDER_VERSION
 from vlmsweep.data.prepared import stage_datasets
 from vlmsweep.data.shards import read_manifest as read_shard_manifest
@@ -42,17 +43,22 @@ def _identity_of_stage(stage) -> dict:
     return out
 
 
-def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict | None = None) -> str:
+def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict | None = None,
+             mixes: list[dict | None] | None = None) -> str:
     """A hash of everything that determines the stage's output: the model, the data, the seed
     and every stage up to this one (earlier stages are its inputs). Names and times aren't in it.
 
     weights: content keys of checkpoints whose name doesn't pin their content (zoo:<name>,
-    rebuilt in place when the world or the zoo spec changes); see weights_identity."""
+    rebuilt in place when the world or the zoo spec changes); see weights_identity.
+    mixes: per stage, the identity of the text-only mix its split gets (None where it gets
+    none: a captions split is the same whatever data.text_only_ratio says)."""
     payload = {"model": cfg.model.model_dump(mode="json"), "data": data_identity, "seed": cfg.seed,
                "stages": [_identity_of_stage(s) for s in cfg.recipe.stages[:index + 1]],
                "labels": LABELS_VERSION, "order": ORDER_VERSION}
     if weights:  # only zoo:<name> checkpoints need it: a Hub name or a path names its content
         payload["weights"] = weights
+    if mixes and any(mixes[:index + 1]):   # absent otherwise: ids from before the knob stay valid
+        payload["text_only_mix"] = mixes[:index + 1]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -64,6 +70,11 @@ def weights_identity(cfg: VariantConfig, work: WorkDir) -> dict:
     return {part: zoo_key(m.checkpoint, preset_root) or "unbuilt"
             for part, m in (("vision", cfg.model.vision), ("llm", cfg.model.llm))
             if (m.checkpoint or "").startswith("zoo:")}
+
+
+def text_only_mix(cfg: VariantConfig, shard_dir: str) -> TextOnlyMix | None:
+    """The mix `data.text_only_ratio` asks of this split (None: none, or the split has one kind)."""
+    return plan_mix(read_shard_manifest(shard_dir).get("modalities"), cfg.data.text_only_ratio, cfg.seed)
 
 
 def prep_spec(cfg: VariantConfig, index: int, work: WorkDir) -> PrepSpec:
@@ -116,9 +127,12 @@ def run_stage(cfg: VariantConfig, index: int, *, work: WorkDir, shard_dir: str, 
            "dataset": "train", "total_rows": read_shard_manifest(shard_dir)["rows"],
            "pad_id": tokenizer.pad_token_id, "sink": sink}
     # the zoo's content keys: a rebuilt zoo tokenizer or image processor prepares rows differently
-    data = stage_datasets(shard_dir, t.workers, spec, prefix="train", identity=weights_identity(cfg, work))
+    mix = text_only_mix(cfg, shard_dir)
+    data = stage_datasets(shard_dir, t.workers, spec, prefix="train", identity=weights_identity(cfg, work), mix=mix)
     print(f"[{stage.name}] data ready in {time.perf_counter() - started:.1f} s ({data.how}"
           f"{': ' + data.prepared if data.prepared else ''})", flush=True)
+    _report_mix(stage.name, cfg, shard_dir, mix, data.mix_counts)
+    job["text_only_mix"] = data.mix_counts or (mix.identity() if mix else None)
     storage_path, storage_fs = storage.ray_storage(work.ray_storage)
     # each worker reads the dataset named for its rank: the loop asks for "train_rank{r}"
     trainer = TorchTrainer(
@@ -139,6 +153,23 @@ def run_stage(cfg: VariantConfig, index: int, *, work: WorkDir, shard_dir: str, 
     if not is_complete(out_dir):
         raise RuntimeError(f"stage {stage.name} ended without writing its output to {out_dir}")
     return StageResult(stage.name, out_dir, False, result.return_value or read_manifest(out_dir))
+
+
+def _report_mix(stage_name: str, cfg: VariantConfig, shard_dir: str, mix, counts: dict | None) -> None:
+    ratio = cfg.data.text_only_ratio
+    if ratio is None:
+        return
+    if mix is None:
+        reason = why_not(read_shard_manifest(shard_dir).get("modalities"), ratio)
+        print(f"[{stage_name}] data.text_only_ratio={ratio} leaves this split as it is"
+              f"{': ' + reason if reason else ''}", flush=True)
+    elif counts:
+        print(f"[{stage_name}] text-only mix: kept {counts['text_kept']} of {counts['text_total']} text-only rows and "
+              f"{counts['image_kept']} of {counts['image_total']} with images: a share of "
+              f"{counts['text_only_share']:.1%} (data.text_only_ratio={ratio})", flush=True)
+    else:
+        print(f"[{stage_name}] text-only mix: keeping {mix.keep_text:.1%} of text-only rows and {mix.keep_image:.1%} "
+              f"of those with images (data.text_only_ratio={ratio}, streamed)", flush=True)
 
 
 def _per_rank(fn):

@@ -147,7 +147,8 @@ def train_stage(job: dict) -> dict:
                        "tokens": tokens_done,
                        "tokens_per_s": tokens_done / max(elapsed, 1e-9),
                        "final_loss": history[-1]["loss"] if history else None,
-                       "first_loss": history[0]["loss"] if history else None})
+                       "first_loss": history[0]["loss"] if history else None,
+                       **({"text_only_mix": job["text_only_mix"]} if job.get("text_only_mix") else {})})
     return summary
 
 
