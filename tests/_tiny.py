@@ -9,7 +9,7 @@ from PIL import Image
 from vlmsweep.config.schema import ConnectorConfig, LLMConfig, ModelConfig, VisionConfig
 from vlmsweep.data.packing import Sample
 from vlmsweep.data.tokenize import tokenize_conversation
-from vlmsweep.models.llm import get_llm_family, load_tokenizer
+from vlmsweep.models.llm import get_llm_family, image_delimiters, load_tokenizer
 from vlmsweep.models.vision import load_image_processor, preprocess_images
 from vlmsweep.models.vlm import build_vlm
 
@@ -28,8 +28,9 @@ CONVERSATIONS = [
 
 
 def model_config(vision: str = "siglip", llm: str = "llama", connector: str = "mlp2x_gelu",
-                 connector_options: dict | None = None, **vision_kw) -> ModelConfig:
-    return ModelConfig(vision=VisionConfig(family=vision, **vision_kw), llm=LLMConfig(family=llm),
+                 connector_options: dict | None = None, image_delimiters: bool = False, **vision_kw) -> ModelConfig:
+    return ModelConfig(vision=VisionConfig(family=vision, **vision_kw),
+                       llm=LLMConfig(family=llm, image_delimiters=image_delimiters),
                        connector=ConnectorConfig(name=connector, options=connector_options or {}))
 
 
@@ -60,7 +61,8 @@ class Tiny:
 
     def sample(self, index: int, conversation: list[dict], num_images: int, max_length: int = 2048) -> Sample:
         tok = tokenize_conversation(self.tokenizer, self.template, conversation, num_images,
-                                    self.vlm.image_tokens, max_length)
+                                    self.vlm.image_tokens, max_length,
+                                    delimiters=image_delimiters(self.tokenizer, self.cfg.llm))
         if num_images:
             # non-square images: the processor's pad-to-square path runs too
             images = [random_image(100 * index + k, 24 + 8 * k, 32) for k in range(num_images)]

@@ -235,3 +235,17 @@ def test_one_linear_or_none_is_llavas_projector_with_an_exact_identity(connector
     features = torch.randn(2, 4, dim)
     with torch.no_grad():
         assert torch.equal(projector(features), connector_module(features))
+
+
+def test_image_delimiters_are_refused_in_one_line(preset_root, tmp_path):
+    cfg = variant({"family": "siglip"}, "llama", "mlp2x_gelu", FROZEN, FULL)
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
+        update={"llm": cfg.model.llm.model_copy(update={"image_delimiters": True})})})
+    torch.manual_seed(0)
+    stage = tmp_path / "stage"
+    save_stage(build_vlm(cfg.model, preset_root), stage, stage="finetune", init_dir=None, summary={},
+               modes={"vision": "frozen", "connector": "full", "llm": "full"}, config_yaml=dump_resolved(cfg))
+    with pytest.raises(ConfigError) as err:
+        export_cli([str(stage), str(tmp_path / "hf"), "--format", "hf-llava", "--work-dir", str(tmp_path / "work")])
+    assert "\n" not in str(err.value) and "image_delimiters" in str(err.value)
+    assert not (tmp_path / "hf").exists()

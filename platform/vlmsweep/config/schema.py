@@ -90,6 +90,9 @@ class LLMConfig(Strict):
     # chat template for instruction stages; None = the family's default
     template: str | None = None
     trust_remote_code: bool = False
+    # DeepSpeed-VisualChat's image delimiters: each image's positions between two special
+    # tokens added to the vocabulary, <im_start> and <im_end> (models/llm.py)
+    image_delimiters: bool = False
 
 
 class ConnectorConfig(Strict):

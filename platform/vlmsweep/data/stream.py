@@ -32,7 +32,7 @@ from PIL import Image
 
 from vlmsweep.config.schema import LLMConfig, VisionConfig
 from vlmsweep.config.workdir import WorkDir
-from vlmsweep.models.llm import load_tokenizer
+from vlmsweep.models.llm import image_delimiters, load_tokenizer
 from vlmsweep.models.vision import load_image_processor, preprocess_images
 
 from .order import StreamOrder
@@ -67,10 +67,12 @@ def _tools(vision_json: str, llm_json: str, work_uri: str):
     vision = VisionConfig.model_validate_json(vision_json)
     llm = LLMConfig.model_validate_json(llm_json)
     model_root = WorkDir(work_uri).model_root()
-    return load_tokenizer(llm, model_root), load_image_processor(vision, model_root), vision.image_aspect
+    tokenizer = load_tokenizer(llm, model_root)
+    return tokenizer, load_image_processor(vision, model_root), vision.image_aspect, image_delimiters(tokenizer, llm)
 
 
-def prepare_row(row: dict, spec: PrepSpec, tokenizer, processor, aspect: str) -> dict:
+def prepare_row(row: dict, spec: PrepSpec, tokenizer, processor, aspect: str,
+                delimiters: tuple[int, int] | None = None) -> dict:
     out = {"id": row["id"], "input_ids": [], "labels": [], "pixels": [], "num_images": 0,
            "skip_reason": "", "skip_detail": "", "truncated": False}
     try:
@@ -81,7 +83,7 @@ def prepare_row(row: dict, spec: PrepSpec, tokenizer, processor, aspect: str) ->
             except Exception as err:  # any decoder error means the same thing: unusable image
                 raise SkipSample("unreadable_image", f"image {k}: {err}") from None
         tok = tokenize_conversation(tokenizer, spec.template, list(row["conversations"]), len(images),
-                                    spec.image_tokens, spec.max_length, spec.overlong)
+                                    spec.image_tokens, spec.max_length, spec.overlong, delimiters)
         if images:
             pixels = preprocess_images(processor, images, aspect)
             if pixels.shape[1:] != spec.image_shape:
@@ -94,10 +96,10 @@ def prepare_row(row: dict, spec: PrepSpec, tokenizer, processor, aspect: str) ->
 
 
 def prepare_table(table: pa.Table, spec: PrepSpec) -> pa.Table:
-    tokenizer, processor, aspect = _tools(
+    tokenizer, processor, aspect, delimiters = _tools(
         VisionConfig.model_validate(spec.vision).model_dump_json(),
         LLMConfig.model_validate(spec.llm).model_dump_json(), spec.work)
-    rows = [prepare_row(r, spec, tokenizer, processor, aspect) for r in table.to_pylist()]
+    rows = [prepare_row(r, spec, tokenizer, processor, aspect, delimiters) for r in table.to_pylist()]
     # columns straight from numpy: converting pixel arrays element by element would cost
     # more than the preprocessing itself
     columns = {name: [r[name] for r in rows] for name in PREPARED_SCHEMA.names}

@@ -6,8 +6,9 @@ since SentencePiece and BPE glue the separating space onto the next word) lie in
 reply span. A token that straddles a span boundary, or a reply that gets no token, means
 the tokenizer and template disagree: the sample is skipped with a reason, and counted.
 
-Each `<image>` becomes `image_tokens` copies of IMAGE_TOKEN_ID, so lengths (for packing
-and truncation) are known before the model sees the sample.
+Each `<image>` becomes `image_tokens` copies of IMAGE_TOKEN_ID (between the two delimiter
+ids, with `model.llm.image_delimiters`), so lengths (for packing and truncation) are known
+before the model sees the sample.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def reply_owns_leading_spaces(segments: list[tuple[str, bool]]) -> list[tuple[st
     return out
 
 
-def tokenize_segments(tokenizer, segments: list[tuple[str, bool]], image_tokens: int) -> Tokenized:
+def tokenize_segments(tokenizer, segments: list[tuple[str, bool]], image_tokens: int,
+                      delimiters: tuple[int, int] | None = None) -> Tokenized:
     segments = reply_owns_leading_spaces(segments)
     text, spans, pos = "", [], 0
     for seg, trainable in segments:
@@ -86,8 +88,10 @@ def tokenize_segments(tokenizer, segments: list[tuple[str, bool]], image_tokens:
     base = 0
     for k, chunk in enumerate(text.split(IMAGE_MARKER)):
         if k:
-            ids += [IMAGE_TOKEN_ID] * image_tokens
-            labels += [IGNORE_INDEX] * image_tokens
+            span = [IMAGE_TOKEN_ID] * image_tokens
+            span = [delimiters[0], *span, delimiters[1]] if delimiters else span
+            ids += span
+            labels += [IGNORE_INDEX] * len(span)
             base += len(IMAGE_MARKER)
         enc = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
         for tok, (s, e) in zip(enc["input_ids"], enc["offset_mapping"]):
@@ -109,7 +113,8 @@ def tokenize_segments(tokenizer, segments: list[tuple[str, bool]], image_tokens:
 
 
 def tokenize_conversation(tokenizer, template: str, conversation: list[dict], num_images: int,
-                          image_tokens: int, max_length: int, overlong: str = "truncate") -> Tokenized:
+                          image_tokens: int, max_length: int, overlong: str = "truncate",
+                          delimiters: tuple[int, int] | None = None) -> Tokenized:
     """Render, tokenize and check one sample; raises SkipSample with the reason it can't be used."""
     markers = sum(t["text"].count(IMAGE_MARKER) for t in conversation if t["role"] == "user")
     if markers != num_images:
@@ -120,7 +125,7 @@ def tokenize_conversation(tokenizer, template: str, conversation: list[dict], nu
         segments = render(template, conversation, special_tokens(tokenizer))
     except TemplateError as err:
         raise SkipSample("bad_conversation", str(err)) from None
-    out = tokenize_segments(tokenizer, segments, image_tokens)
+    out = tokenize_segments(tokenizer, segments, image_tokens, delimiters)
     if len(out.input_ids) <= max_length:
         return out
     if overlong == "drop":
@@ -128,14 +133,15 @@ def tokenize_conversation(tokenizer, template: str, conversation: list[dict], nu
     ids, labels = out.input_ids[:max_length], out.labels[:max_length]
     # cutting through an image would leave the model a partial image: the sample is unusable
     image_positions = np.flatnonzero(out.input_ids == IMAGE_TOKEN_ID)
-    if image_positions.size and image_positions[-1] >= max_length:
+    if image_positions.size and image_positions[-1] + (1 if delimiters else 0) >= max_length:
         raise SkipSample("too_long_image_cut", f"{len(out.input_ids)} tokens, an image crosses max_length {max_length}")
     if not (labels != IGNORE_INDEX).any():
         raise SkipSample("too_long_no_labels", f"no reply token within max_length {max_length}")
     return Tokenized(ids, labels, truncated=True)
 
 
-def prompt_ids(tokenizer, template: str, conversation: list[dict], image_tokens: int) -> np.ndarray:
+def prompt_ids(tokenizer, template: str, conversation: list[dict], image_tokens: int,
+               delimiters: tuple[int, int] | None = None) -> np.ndarray:
     """Token ids of a conversation up to the assistant's reply, exactly as training saw them.
 
     The spaces a template puts before a reply ("ASSISTANT: ") are the reply's in training
@@ -143,7 +149,7 @@ def prompt_ids(tokenizer, template: str, conversation: list[dict], image_tokens:
     """
     segments = render(template, conversation, special_tokens(tokenizer), for_generation=True)
     segments[-1] = (segments[-1][0].rstrip(" "), False)
-    return tokenize_segments(tokenizer, [(s, False) for s, _ in segments], image_tokens).input_ids
+    return tokenize_segments(tokenizer, [(s, False) for s, _ in segments], image_tokens, delimiters).input_ids
 
 
 def stop_token_id(tokenizer, template: str) -> int:

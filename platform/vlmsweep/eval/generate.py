@@ -21,7 +21,7 @@ from vlmsweep.config.schema import VariantConfig
 from vlmsweep.data.packing import left_pad
 from vlmsweep.data.tokenize import prompt_ids, stop_token_id
 from vlmsweep.models.check import chat_template
-from vlmsweep.models.llm import load_tokenizer
+from vlmsweep.models.llm import image_delimiters, load_tokenizer
 from vlmsweep.models.vision import load_image_processor, preprocess_images
 from vlmsweep.models.vlm import build_vlm
 from vlmsweep.train.stage_output import load_into, read_config
@@ -71,7 +71,8 @@ def answer(model: LoadedModel, items: list, images_dir: Path, batch_size: int = 
             continue
         markers = IMAGE_MARKER * len(images) + ("\n" if images else "")
         conversation = [{"role": "user", "text": markers + item.prompt}]
-        ids = prompt_ids(model.tokenizer, model.template, conversation, model.vlm.image_tokens)
+        ids = prompt_ids(model.tokenizer, model.template, conversation, model.vlm.image_tokens,
+                         image_delimiters(model.tokenizer, model.cfg.model.llm))
         pixels = preprocess_images(model.processor, images, model.cfg.model.vision.image_aspect) if images else None
         ready.append((index, ids, pixels))
     ready.sort(key=lambda r: len(r[1]))  # similar lengths batch together: less padding

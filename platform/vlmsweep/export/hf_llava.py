@@ -92,6 +92,9 @@ def check_exportable(cfg) -> None:
     problem = refusal(cfg.model.connector.name)
     if problem:
         _refuse(problem)
+    if cfg.model.llm.image_delimiters:
+        _refuse("model.llm.image_delimiters puts <im_start>/<im_end> around each image; Llava's processor "
+                "expands <image> alone, so the exported model would see images without them")
     feature_strategy(cfg)
 
 

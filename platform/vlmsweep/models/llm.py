@@ -100,6 +100,21 @@ def llm_config(cfg: LLMConfig, preset_root: str | Path):
     return config
 
 
+# DeepSpeed-VisualChat's image tokens: `<image>` is the placeholder the features replace
+# (IMAGE_MARKER), and with `model.llm.image_delimiters` each image's positions sit between these
+# two, added to the vocabulary as special tokens. Their embeddings start at the mean of the
+# others (transformers' mean resizing) and train with the LLM's input embeddings.
+IMAGE_START, IMAGE_END = "<im_start>", "<im_end>"
+
+
+def image_delimiters(tokenizer, cfg: LLMConfig) -> tuple[int, int] | None:
+    """The ids that open and close each image, or None without `image_delimiters`."""
+    if not cfg.image_delimiters:
+        return None
+    start, end = tokenizer.convert_tokens_to_ids([IMAGE_START, IMAGE_END])
+    return int(start), int(end)
+
+
 def load_tokenizer(cfg: LLMConfig, preset_root: str | Path):
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(cfg, preset_root),
                                               trust_remote_code=cfg.trust_remote_code)
@@ -108,6 +123,8 @@ def load_tokenizer(cfg: LLMConfig, preset_root: str | Path):
     if tokenizer.pad_token is None:
         # padding positions never carry labels or attention, so any id is safe; unk/eos are always there
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    if cfg.image_delimiters:
+        tokenizer.add_tokens([IMAGE_START, IMAGE_END], special_tokens=True)
     return tokenizer
 
 
@@ -125,5 +142,10 @@ def load_llm(cfg: LLMConfig, preset_root: str | Path, dtype: torch.dtype = torch
         extra["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                           bnb_4bit_use_double_quant=True,
                                                           bnb_4bit_compute_dtype=torch.bfloat16)
-    return AutoModelForCausalLM.from_pretrained(resolve_checkpoint(cfg, preset_root), dtype=dtype,
-                                                trust_remote_code=cfg.trust_remote_code, **extra)
+    model = AutoModelForCausalLM.from_pretrained(resolve_checkpoint(cfg, preset_root), dtype=dtype,
+                                                 trust_remote_code=cfg.trust_remote_code, **extra)
+    if cfg.image_delimiters:   # rows for the added tokens, unless the embedding has spare rows already
+        vocab = len(load_tokenizer(cfg, preset_root))
+        if vocab > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(vocab, mean_resizing=True)
+    return model

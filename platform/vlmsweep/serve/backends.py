@@ -72,6 +72,7 @@ class VLMChat:
     def prompt(self, turns: list[Turn]):
         """(input ids [1, n], pixel values or None) for the conversation, as evaluation builds them."""
         from vlmsweep.data.tokenize import prompt_ids
+        from vlmsweep.models.llm import image_delimiters
         from vlmsweep.models.vision import preprocess_images
 
         conversation, images = [], []
@@ -82,7 +83,8 @@ class VLMChat:
                 images += turn.images
             else:
                 conversation.append({"role": "assistant", "text": turn.text})
-        ids = prompt_ids(self.model.tokenizer, self.model.template, conversation, self.vlm.image_tokens)
+        ids = prompt_ids(self.model.tokenizer, self.model.template, conversation, self.vlm.image_tokens,
+                         image_delimiters(self.model.tokenizer, self.cfg.model.llm))
         pixels = (torch.from_numpy(preprocess_images(self.model.processor, images, self.cfg.model.vision.image_aspect))
                   if images else None)
         return torch.from_numpy(np.asarray(ids))[None], pixels

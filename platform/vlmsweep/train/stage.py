@@ -52,7 +52,10 @@ def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict |
     rebuilt in place when the world or the zoo spec changes); see weights_identity.
     mixes: per stage, the identity of the text-only mix its split gets (None where it gets
     none: a captions split is the same whatever data.text_only_ratio says)."""
-    payload = {"model": cfg.model.model_dump(mode="json"), "data": data_identity, "seed": cfg.seed,
+    model = cfg.model.model_dump(mode="json")
+    if not cfg.model.llm.image_delimiters:   # absent when off: ids from before the option stay valid
+        del model["llm"]["image_delimiters"]
+    payload = {"model": model, "data": data_identity, "seed": cfg.seed,
                "stages": [_identity_of_stage(s) for s in cfg.recipe.stages[:index + 1]],
                "labels": LABELS_VERSION, "order": ORDER_VERSION}
     if weights:  # only zoo:<name> checkpoints need it: a Hub name or a path names its content
