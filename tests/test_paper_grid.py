@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vlmsweep.config.grid import load_grid, select
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,3 +184,56 @@ def test_llava15_mini_dry_run_before_the_zoo_is_built(tmp_path):
     assert "sweep LLaVA-1.5-7B: 1 variant(s)" in out.stdout
     for name in ("tinyllama", "clip"):
         assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in out.stdout
+
+
+DSVL = ROOT / "experiments/paper/dsvl.yaml"
+DSVL_MINI = ROOT / "experiments/mini/dsvl.yaml"
+
+
+def test_dsvl_dry_run_passes_offline(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("VLMSWEEP_DATA", None)
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(DSVL), "--dry-run",
+                          "--work-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert "sweep dsvl-paper: 4 variant(s)" in text
+    for name in ("DSVL-7B-text0.0", "DSVL-7B-text0.2", "DSVL-13B-text0.0", "DSVL-13B-text0.2"):
+        assert f"  {name}: projector-" in text
+    for hub in ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf", "openai/clip-vit-large-patch14-336"):
+        assert f"{hub}: not available on this machine" in text
+
+
+@pytest.mark.parametrize("path", [DSVL, DSVL_MINI])
+def test_dsvl_carries_its_parts_and_stages(path):
+    """Penultimate-layer features, ln_mlp, image delimiters, packing, the text-only share as an
+    axis; the projector alone, then projector + LLM with vision frozen (3 epochs, lr 3e-5 in the
+    real one)."""
+    from vlmsweep.config.grid import load_any
+
+    variants = load_any(path).variants
+    assert sorted({v.config.data.text_only_ratio for v in variants}) == ([0.0, 0.2] if path == DSVL else [0.0, 0.3])
+    for v in variants:
+        cfg = v.config
+        m = cfg.model
+        assert (m.vision.family, m.vision.feature_layer, m.connector.name) == ("clip", -2, "ln_mlp")
+        assert (m.llm.family, m.llm.template, m.llm.image_delimiters) == ("llama", "vicuna", True)
+        projector, finetune = cfg.recipe.stages
+        assert (projector.name, projector.vision.mode, projector.connector.mode, projector.llm.mode) == \
+            ("projector", "frozen", "full", "frozen")
+        assert (finetune.name, finetune.vision.mode, finetune.connector.mode, finetune.llm.mode) == \
+            ("finetune", "frozen", "full", "full")
+        assert projector.split == finetune.split == "instruct"
+        assert all(s.training.packing for s in (projector, finetune))
+        if path == DSVL:
+            assert (finetune.training.epochs, finetune.training.lr, finetune.training.max_length) == (3, 3e-5, 2048)
+            assert cfg.data.splits == {"instruct": "${VLMSWEEP_DATA}/dsvl-mix"}
+
+
+def test_dsvl_mini_dry_run_before_the_zoo_is_built(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(DSVL_MINI), "--dry-run",
+                          "--set", "data.synthetic.size=tiny", "--work-dir", str(tmp_path)],
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "sweep dsvl-mini: 2 variant(s)" in out.stdout
+    assert "DSVL-7B-text0.0: projector-" in out.stdout and "DSVL-7B-text0.3: projector-" in out.stdout

@@ -168,3 +168,24 @@ def test_the_llava15_miniature_runs_on_the_zoo(zoo):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "sweep LLaVA-1.5-7B: 3 stage(s) run" in out.stdout and "LLaVA-1.5-7B: FINISHED" in out.stdout
     assert "pope" in out.stdout.split("eval of LLaVA-1.5-7B:")[1]
+
+
+def test_the_dsvl_miniature_runs_on_the_zoo(zoo):
+    """experiments/mini/dsvl.yaml, its 30%-text-only variant, at tiny sizes: image delimiters
+    around zoo:clip's penultimate-layer features, ln_mlp, the mix applied to the instruct split."""
+    import os
+    import subprocess
+    import sys
+
+    root = zoo["root"]
+    sets = ["data.synthetic.size=tiny", "data.synthetic.image_size=32", "training.steps=2",
+            "stages.finetune.training.steps=2", "eval.benchmarks=[]"]
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep",
+                          str(Path(__file__).parents[1] / "experiments/mini/dsvl.yaml"), "--variant", "DSVL-7B-text0.3",
+                          "--work-dir", str(root), *[a for s in sets for a in ("--set", s)]],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "sweep dsvl-mini: 2 stage(s) run" in out.stdout and "DSVL-7B-text0.3: FINISHED" in out.stdout
+    log = out.stdout + out.stderr
+    assert "[projector] text-only mix: kept" in log and "[finetune] text-only mix: kept" in log
