@@ -12,17 +12,22 @@ import pytest
 from vlmsweep.config.grid import load_grid, select
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def dry_run(grid: Path, tmp_path: Path, *args: str) -> str:
+    """`vlmsweep sweep GRID --dry-run ARGS` offline (no Hub, no $VLMSWEEP_DATA); its output."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("VLMSWEEP_DATA", None)
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(grid), "--dry-run", *args,
+                          "--work-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
 PAPER = ROOT / "experiments/paper/tinyllava.yaml"
 MINI = ROOT / "experiments/mini/tinyllava.yaml"
 
 
 def test_paper_grid_dry_run_passes_offline(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("VLMSWEEP_DATA", None)
-    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(PAPER), "--dry-run",
-                          "--work-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    text = out.stdout
+    text = dry_run(PAPER, tmp_path)
     assert "sweep tinyllava-paper: 12 variant(s)" in text
     assert "TinyLLaVA-share-Sig-Phi: pretrain-" in text and "share_pretrain-" in text
     assert "microsoft/phi-2: not available on this machine" in text
@@ -31,11 +36,7 @@ def test_paper_grid_dry_run_passes_offline(tmp_path):
 
 def test_mini_grid_dry_run_before_the_zoo_is_built(tmp_path):
     """A fresh machine plans the miniature grid before `vlmsweep zoo build`: notes, not errors."""
-    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(MINI), "--dry-run",
-                          "--set", "data.synthetic.size=tiny", "--work-dir", str(tmp_path)],
-                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    text = out.stdout
+    text = dry_run(MINI, tmp_path, "--set", "data.synthetic.size=tiny")
     assert "sweep tinyllava-mini: 12 variant(s)" in text and "TinyLLaVA-share-Sig-Phi: pretrain-" in text
     for name in ("tinyllama", "stablelm", "phi", "clip", "siglip"):
         assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in text
@@ -64,11 +65,8 @@ def test_paper_variant_carries_the_papers_hyperparameters():
 
 def test_one_variant_of_the_paper_grid_by_its_paper_name(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(PAPER), "--dry-run",
-                          "--variant", "TinyLLaVA-share-Sig-Phi", "--work-dir", str(tmp_path)],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "1 variant(s)" in out.stdout and "TinyLLaVA-share-Sig-Phi: pretrain-" in out.stdout
+    text = dry_run(PAPER, tmp_path, "--variant", "TinyLLaVA-share-Sig-Phi")
+    assert "1 variant(s)" in text and "TinyLLaVA-share-Sig-Phi: pretrain-" in text
     bad = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(PAPER), "--dry-run",
                           "--variant", "TinyLLaVA-share-Sig-Phi3", "--work-dir", str(tmp_path)],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -80,12 +78,7 @@ BAKLLAVA_MINI = ROOT / "experiments/mini/bakllava.yaml"
 
 
 def test_bakllava_dry_run_passes_offline(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("VLMSWEEP_DATA", None)
-    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(BAKLLAVA), "--dry-run",
-                          "--work-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    text = out.stdout
+    text = dry_run(BAKLLAVA, tmp_path)
     assert "sweep BakLLaVA-1: 1 variant(s)" in text and "BakLLaVA-1: pretrain-" in text and "→ finetune-" in text
     assert "mistralai/Mistral-7B-v0.1: not available on this machine" in text
     assert "openai/clip-vit-large-patch14-336: not available on this machine" in text
@@ -118,13 +111,10 @@ def test_bakllava_carries_llava15s_recipe_and_bakllavas_choices():
 
 
 def test_bakllava_mini_dry_run_before_the_zoo_is_built(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(BAKLLAVA_MINI), "--dry-run",
-                          "--set", "data.synthetic.size=tiny", "--work-dir", str(tmp_path)],
-                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "sweep BakLLaVA-mini: 1 variant(s)" in out.stdout
+    text = dry_run(BAKLLAVA_MINI, tmp_path, "--set", "data.synthetic.size=tiny")
+    assert "sweep BakLLaVA-mini: 1 variant(s)" in text
     for name in ("mistral", "clip"):
-        assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in out.stdout
+        assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in text
 
 
 LLAVA15 = ROOT / "experiments/paper/llava15.yaml"
@@ -132,12 +122,7 @@ LLAVA15_MINI = ROOT / "experiments/mini/llava15.yaml"
 
 
 def test_llava15_dry_run_passes_offline(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("VLMSWEEP_DATA", None)
-    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(LLAVA15), "--dry-run",
-                          "--work-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    text = out.stdout
+    text = dry_run(LLAVA15, tmp_path)
     assert "sweep llava15-paper: 2 variant(s)" in text
     for name in ("LLaVA-1.5-7B", "LLaVA-1.5-13B"):
         assert f"  {name}: pretrain-" in text
@@ -177,13 +162,10 @@ def test_llava15_carries_the_published_recipe():
 
 
 def test_llava15_mini_dry_run_before_the_zoo_is_built(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(LLAVA15_MINI), "--dry-run",
-                          "--set", "data.synthetic.size=tiny", "--work-dir", str(tmp_path)],
-                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "sweep LLaVA-1.5-7B: 1 variant(s)" in out.stdout
+    text = dry_run(LLAVA15_MINI, tmp_path, "--set", "data.synthetic.size=tiny")
+    assert "sweep LLaVA-1.5-7B: 1 variant(s)" in text
     for name in ("tinyllama", "clip"):
-        assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in out.stdout
+        assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in text
 
 
 DSVL = ROOT / "experiments/paper/dsvl.yaml"
@@ -191,12 +173,7 @@ DSVL_MINI = ROOT / "experiments/mini/dsvl.yaml"
 
 
 def test_dsvl_dry_run_passes_offline(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("VLMSWEEP_DATA", None)
-    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(DSVL), "--dry-run",
-                          "--work-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    text = out.stdout
+    text = dry_run(DSVL, tmp_path)
     assert "sweep dsvl-paper: 4 variant(s)" in text
     for name in ("DSVL-7B-text0.0", "DSVL-7B-text0.2", "DSVL-13B-text0.0", "DSVL-13B-text0.2"):
         assert f"  {name}: projector-" in text
@@ -231,9 +208,6 @@ def test_dsvl_carries_its_parts_and_stages(path):
 
 
 def test_dsvl_mini_dry_run_before_the_zoo_is_built(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep", str(DSVL_MINI), "--dry-run",
-                          "--set", "data.synthetic.size=tiny", "--work-dir", str(tmp_path)],
-                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "sweep dsvl-mini: 2 variant(s)" in out.stdout
-    assert "DSVL-7B-text0.0: projector-" in out.stdout and "DSVL-7B-text0.3: projector-" in out.stdout
+    text = dry_run(DSVL_MINI, tmp_path, "--set", "data.synthetic.size=tiny")
+    assert "sweep dsvl-mini: 2 variant(s)" in text
+    assert "DSVL-7B-text0.0: projector-" in text and "DSVL-7B-text0.3: projector-" in text

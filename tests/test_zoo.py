@@ -150,42 +150,37 @@ def test_unknown_zoo_name_lists_built(zoo):
     assert err.value.problems[0][0] == "model.vision.checkpoint"
 
 
-def test_the_llava15_miniature_runs_on_the_zoo(zoo):
-    """experiments/mini/llava15.yaml end to end on the zoo's parts at tiny sizes: zoo:clip from its
-    penultimate layer into zoo:tinyllama with Vicuna v1's template, unpacked finetune batches."""
+def run_mini(root: Path, grid: str, *args: str, sets: list[str]) -> str:
+    """`vlmsweep ARGS experiments/mini/GRID` at tiny sizes in the zoo's work dir; its output."""
     import os
     import subprocess
     import sys
 
-    root = zoo["root"]
-    sets = ["data.synthetic.size=tiny", "data.synthetic.image_size=32", "training.steps=2",
-            "stages.finetune.training.steps=2", "eval.benchmarks=[pope]", "eval.max_new_tokens=2"]
-    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "run",
-                          str(Path(__file__).parents[1] / "experiments/mini/llava15.yaml"), "--work-dir", str(root),
-                          *[a for s in sets for a in ("--set", s)]],
+    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", args[0], str(Path(__file__).parents[1] / grid),
+                          *args[1:], "--work-dir", str(root), *[a for s in sets for a in ("--set", s)]],
                          capture_output=True, text=True, timeout=600,
                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"})
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "sweep LLaVA-1.5-7B: 3 stage(s) run" in out.stdout and "LLaVA-1.5-7B: FINISHED" in out.stdout
-    assert "pope" in out.stdout.split("eval of LLaVA-1.5-7B:")[1]
+    return out.stdout + out.stderr
+
+
+TINY = ["data.synthetic.size=tiny", "data.synthetic.image_size=32", "training.steps=2",
+        "stages.finetune.training.steps=2"]
+
+
+def test_the_llava15_miniature_runs_on_the_zoo(zoo):
+    """experiments/mini/llava15.yaml end to end on the zoo's parts at tiny sizes: zoo:clip from its
+    penultimate layer into zoo:tinyllama with Vicuna v1's template, unpacked finetune batches."""
+    log = run_mini(zoo["root"], "experiments/mini/llava15.yaml", "run",
+                   sets=[*TINY, "eval.benchmarks=[pope]", "eval.max_new_tokens=2"])
+    assert "sweep LLaVA-1.5-7B: 3 stage(s) run" in log and "LLaVA-1.5-7B: FINISHED" in log
+    assert "pope" in log.split("eval of LLaVA-1.5-7B:")[1]
 
 
 def test_the_dsvl_miniature_runs_on_the_zoo(zoo):
     """experiments/mini/dsvl.yaml, its 30%-text-only variant, at tiny sizes: image delimiters
     around zoo:clip's penultimate-layer features, ln_mlp, the mix applied to the instruct split."""
-    import os
-    import subprocess
-    import sys
-
-    root = zoo["root"]
-    sets = ["data.synthetic.size=tiny", "data.synthetic.image_size=32", "training.steps=2",
-            "stages.finetune.training.steps=2", "eval.benchmarks=[]"]
-    out = subprocess.run([sys.executable, "-m", "vlmsweep.cli", "sweep",
-                          str(Path(__file__).parents[1] / "experiments/mini/dsvl.yaml"), "--variant", "DSVL-7B-text0.3",
-                          "--work-dir", str(root), *[a for s in sets for a in ("--set", s)]],
-                         capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"})
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "sweep dsvl-mini: 2 stage(s) run" in out.stdout and "DSVL-7B-text0.3: FINISHED" in out.stdout
-    log = out.stdout + out.stderr
+    log = run_mini(zoo["root"], "experiments/mini/dsvl.yaml", "sweep", "--variant", "DSVL-7B-text0.3",
+                   sets=[*TINY, "eval.benchmarks=[]"])
+    assert "sweep dsvl-mini: 2 stage(s) run" in log and "DSVL-7B-text0.3: FINISHED" in log
     assert "[projector] text-only mix: kept" in log and "[finetune] text-only mix: kept" in log
