@@ -23,8 +23,10 @@ FIX = Path(__file__).parent / "fixtures" / "llava"
 
 
 def test_every_benchmark_is_found_in_the_playground_and_read_as_it_ships():
-    check_benches(list(BENCHMARKS), str(FIX))
-    counts = {n: len(b.load_items(b.folder(FIX))) for n, b in BENCHMARKS.items()}
+    released = {n: b for n, b in BENCHMARKS.items() if b.released}   # textqa is vlmsweep's own
+    assert set(BENCHMARKS) - set(released) == {"textqa"}
+    check_benches(list(released), str(FIX))
+    counts = {n: len(b.load_items(b.folder(FIX))) for n, b in released.items()}
     assert counts == {"vqav2": 3, "gqa": 6, "textvqa": 5, "scienceqa": 7, "pope": 12, "mme": 8, "mmmu": 2, "mmvet": 3}
     # MMMU's records as JSON: images are paths beside it, every one of a question kept
     assert get_benchmark("mmmu").load_items(FIX / "MMMU")[1].images == [

@@ -7,7 +7,7 @@ moved to the official layouts keeps its old `bench/`, never read again.
 
 `build_benchmarks(out_dir, ...)` writes `out_dir/<folder>/` for each world benchmark, in its
 official layout (LLaVA's playground/data/eval names: vqav2, gqa, textvqa, scienceqa, pope,
-MME, MMMU), then `out_dir/benchmarks.json` (counts and file names per benchmark), last.
+MME, MMMU; and vlmsweep's own textqa), then `out_dir/benchmarks.json` (counts and file names per benchmark), last.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from vlmsweep.data.world.build import check_args
 
 from .benchmarks import BENCHMARKS, WORLD_BENCHMARKS
 
-# Bump when a builder's output changes: the sets then live in a new folder, never reused stale.
-BENCH_VERSION = 4
+# Bump when a builder's output changes: the sets then live in a new folder, never reused stale
+# (v5: textqa joined).
+BENCH_VERSION = 5
 BENCH_DIR = f"bench-v{BENCH_VERSION}"
 
 

@@ -159,7 +159,8 @@ def instruct_item(seed: int, index: int, kind: str, image_size: int,
         turns = [{"role": "system", "text": SYSTEM_PROMPT}] if rng.random() < 0.3 else []
         qas = []
         for gen in gens:
-            q, a = gen(rng)
+            fact = gen(rng)
+            q, a = fact.question, fact.answer
             qas.append(Q.QA(gen.__name__.removeprefix("t_"), q, a, a))
             turns += [{"role": "user", "text": q}, _say(a)]
         return Item({"id": sid, "images": [], "conversations": turns, "source": source,

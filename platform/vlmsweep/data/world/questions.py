@@ -201,51 +201,75 @@ OPPOSITES = {"left": "right", "right": "left", "top": "bottom", "bottom": "top",
              "small": "large", "large": "small"}
 
 
-def t_mix(rng: random.Random) -> tuple[str, str]:
+@dataclass(frozen=True)
+class TextFact:
+    """A general fact as the world's text-only dialogues teach it, and how to check a reply to it
+    (the text QA benchmark, eval/benchmarks/textqa): `key` is the word that makes a reply right,
+    `domain` the words a reply to this kind of question answers with, right or wrong, and `pick`
+    which of them in a reply is its answer (the last: "mixing red and blue gives purple"; the
+    first: "a large star is bigger than a small star"). Numbers are digits in key and domain."""
+    question: str
+    answer: str
+    key: str
+    domain: tuple[str, ...]
+    pick: str = "last"
+
+
+_NUMBERS = tuple(str(n) for n in range(0, 21))
+_PAINTS = tuple(sorted(set(COLOURS) | set(MIXES.values())))
+_WORDS = tuple(sorted(set(KINDS) | {plural(k) for k in KINDS}))
+
+
+def t_mix(rng: random.Random) -> TextFact:
     (x, y), z = rng.choice(sorted(MIXES.items()))
     x, y = rng.sample([x, y], 2)
-    return f"What colour do you get by mixing {x} and {y} paint?", f"Mixing {x} and {y} gives {z}."
+    return TextFact(f"What colour do you get by mixing {x} and {y} paint?", f"Mixing {x} and {y} gives {z}.",
+                    z, _PAINTS)
 
 
-def t_sides(rng: random.Random) -> tuple[str, str]:
+def t_sides(rng: random.Random) -> TextFact:
     kind = rng.choice([*SIDES, "circle"])
     if kind == "circle":
-        return "How many corners does a circle have?", "A circle has no corners."
+        return TextFact("How many corners does a circle have?", "A circle has no corners.", "0", _NUMBERS)
     n = rng.randint(1, 4)
     total = SIDES[kind] * n
     if n == 1:
-        return f"How many sides does {a_or_an(kind)} {kind} have?", \
-            f"{capitalise(a_or_an(kind))} {kind} has {number_word(total)} sides."
-    return f"How many sides do {number_word(n)} {plural(kind)} have altogether?", \
-        f"{capitalise(number_word(n))} {plural(kind)} have {total} sides altogether."
+        return TextFact(f"How many sides does {a_or_an(kind)} {kind} have?",
+                        f"{capitalise(a_or_an(kind))} {kind} has {number_word(total)} sides.", str(total), _NUMBERS)
+    return TextFact(f"How many sides do {number_word(n)} {plural(kind)} have altogether?",
+                    f"{capitalise(number_word(n))} {plural(kind)} have {total} sides altogether.", str(total),
+                    _NUMBERS)
 
 
-def t_add(rng: random.Random) -> tuple[str, str]:
+def t_add(rng: random.Random) -> TextFact:
     kind = rng.choice(KINDS)
     c1, c2 = rng.sample(list(COLOURS), 2)
     a, b = rng.randint(1, 4), rng.randint(1, 4)
-    return (f"A picture shows {count_phrase(a, f'{c1} {kind}', article=False)} and "
-            f"{count_phrase(b, f'{c2} {kind}', article=False)}. How many {plural(kind)} does it show?",
-            f"It shows {count_phrase(a + b, kind, article=False)}.")
+    return TextFact(f"A picture shows {count_phrase(a, f'{c1} {kind}', article=False)} and "
+                    f"{count_phrase(b, f'{c2} {kind}', article=False)}. How many {plural(kind)} does it show?",
+                    f"It shows {count_phrase(a + b, kind, article=False)}.", str(a + b), _NUMBERS)
 
 
-def t_plural(rng: random.Random) -> tuple[str, str]:
+def t_plural(rng: random.Random) -> TextFact:
     kind = rng.choice(KINDS)
-    return f'What is the plural of "{kind}"?', f'The plural of "{kind}" is "{plural(kind)}".'
+    return TextFact(f'What is the plural of "{kind}"?', f'The plural of "{kind}" is "{plural(kind)}".',
+                    plural(kind), _WORDS)
 
 
-def t_opposite(rng: random.Random) -> tuple[str, str]:
+def t_opposite(rng: random.Random) -> TextFact:
     w = rng.choice(sorted(OPPOSITES))
-    return f"What is the opposite of {w}?", f"The opposite of {w} is {OPPOSITES[w]}."
+    return TextFact(f"What is the opposite of {w}?", f"The opposite of {w} is {OPPOSITES[w]}.", OPPOSITES[w],
+                    tuple(sorted(OPPOSITES)))
 
 
-def t_bigger(rng: random.Random) -> tuple[str, str]:
+def t_bigger(rng: random.Random) -> TextFact:
     kind = rng.choice(KINDS)
     s1, s2 = rng.sample(list(SIZES), 2)
     big = max(s1, s2, key=SIZES.__getitem__)
     small = min(s1, s2, key=SIZES.__getitem__)
-    return (f"Which is bigger: {a_or_an(s1)} {s1} {kind} or {a_or_an(s2)} {s2} {kind}?",
-            f"{capitalise(a_or_an(big))} {big} {kind} is bigger than {a_or_an(small)} {small} {kind}.")
+    return TextFact(f"Which is bigger: {a_or_an(s1)} {s1} {kind} or {a_or_an(s2)} {s2} {kind}?",
+                    f"{capitalise(a_or_an(big))} {big} {kind} is bigger than {a_or_an(small)} {small} {kind}.",
+                    big, tuple(sorted(SIZES)), pick="first")
 
 
 TEXT_FACTS = (t_mix, t_sides, t_add, t_plural, t_opposite, t_bigger)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from vlmsweep.config.errors import lookup
 
-from . import gqa, mme, mmmu, mmvet, pope, scienceqa, textvqa, vqav2
+from . import gqa, mme, mmmu, mmvet, pope, scienceqa, textqa, textvqa, vqav2
 from .base import Answer, Benchmark, Item
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     mme.BENCHMARK,
     mmmu.BENCHMARK,
     mmvet.BENCHMARK,
+    textqa.BENCHMARK,
 )}
 
 # the ones the synthetic world builds a set for (MM-Vet needs a judge and real data)

@@ -55,6 +55,7 @@ class Benchmark:
     prompt: str = ""                # the response-format prompt LLaVA-1.5 appends ("" for none)
     needs_judge: bool = False
     in_world: bool = True           # the synthetic world builds a set for it
+    released: bool = True           # a real release ships its layout (False: vlmsweep's own, world only)
     layout: str = ""                # the files `load_items` reads, for messages and docs
 
     def folder(self, data_dir: str | Path) -> Path:
