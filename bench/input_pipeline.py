@@ -56,8 +56,8 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
         images = [(self.image_folder / p).read_bytes() for p in paths]
         row = {"id": rec["id"], "images": images,
                "conversations": [{"role": self.ROLES[t["from"]], "text": t["value"]} for t in rec["conversations"]]}
-        tokenizer, processor, aspect = _tools(self.vision_json, self.llm_json, self.spec.work)
-        return prepare_row(row, self.spec, tokenizer, processor, aspect)
+        tokenizer, processor, aspect, delimiters = _tools(self.vision_json, self.llm_json, self.spec.work)
+        return prepare_row(row, self.spec, tokenizer, processor, aspect, delimiters)
 
 
 def timed_pass(iterator, n: int) -> float:

@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def prepared_samples(cfg, stage_index: int, work: WorkDir, n: int) -> tuple[list[Sample], tuple]:
     splits = ensure_splits(cfg.data, work)
     spec = prep_spec(cfg, stage_index, work)
-    tokenizer, processor, aspect = _tools(cfg.model.vision.model_dump_json(), cfg.model.llm.model_dump_json(),
-                                          work.uri)
+    tokenizer, processor, aspect, delimiters = _tools(cfg.model.vision.model_dump_json(),
+                                                      cfg.model.llm.model_dump_json(), work.uri)
     out = []
     for row in iter_samples(splits[cfg.recipe.stages[stage_index].split]):
-        p = prepare_row(row, spec, tokenizer, processor, aspect)
+        p = prepare_row(row, spec, tokenizer, processor, aspect, delimiters)
         if p["skip_reason"]:
             continue
         pixels = np.asarray(p["pixels"], dtype=np.float32).reshape(p["num_images"], *spec.image_shape)
