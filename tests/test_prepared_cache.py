@@ -204,6 +204,6 @@ def test_a_text_only_mix_keeps_the_same_rows_streamed_or_prepared(world):
     for r in range(2):
         assert once[r].equals(streamed[r]), f"rank {r}"
     counts = data.mix_counts
-    assert sum(t.num_rows for t in once) < manifest["rows"] == prepared.read_prepared(data.prepared).num_rows
+    assert sum(t.num_rows for t in once) == data.rows < manifest["rows"] == prepared.read_prepared(data.prepared).num_rows
     assert counts["text_kept"] == counts["text_total"] > 0 and counts["image_kept"] < counts["image_total"]
     assert abs(counts["text_only_share"] - 0.5) < 0.15   # a few dozen rows: the share in expectation

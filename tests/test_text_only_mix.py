@@ -28,6 +28,13 @@ def test_the_keep_fractions_give_the_ratio_thinning_the_larger_kind_only(ratio):
     assert (mix.keep_text < 1) == (ratio < 0.1)     # below the split's own share, text-only rows go
 
 
+def test_an_epoch_of_a_streamed_split_is_the_rows_the_mix_keeps():
+    """Epoch-mode stages (the DSVL recipe's 3 epochs) count progress in rows: with a mix, an
+    epoch is what it keeps, not the whole split (a prepared split counts them exactly)."""
+    assert plan_mix(WORLD, 0.05, 0).expected_rows(WORLD, 3000) == round(300 * 0.05 * 2700 / (0.95 * 300)) + 2700
+    assert plan_mix(WORLD, 0.5, 0).expected_rows(WORLD, 3010) == 300 + 300 + 10    # 10 rows of no modality
+
+
 def test_nothing_to_mix_is_said_not_silently_done():
     assert plan_mix(WORLD, None, 0) is None
     captions = {"image": 558}

@@ -47,6 +47,11 @@ class TextOnlyMix:
     def apply(self, table: pa.Table) -> pa.Table:
         return table.filter(pa.array(self.keep_mask(table), type=pa.bool_()))
 
+    def expected_rows(self, modalities: dict, rows: int) -> int:
+        """How many of a split's rows a stream keeps, in expectation (what an epoch is)."""
+        text, image = _counts(modalities)
+        return round(text * self.keep_text + image * self.keep_image + (rows - text - image))
+
 
 def plan_mix(modalities: dict | None, ratio: float | None, seed: int) -> TextOnlyMix | None:
     """The mix that gives `ratio` on a split with these modality counts; None when there is

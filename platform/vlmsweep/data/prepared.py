@@ -168,6 +168,7 @@ class StageData:
     prepared: str | None = None
     cache_hit: bool = False
     mix_counts: dict | None = None     # what a text-only mix kept (MixCounts; prepared splits)
+    rows: int | None = None            # rows in the datasets, where known (prepared splits)
 
     @property
     def how(self) -> str:
@@ -193,4 +194,5 @@ def stage_datasets(shard_dir: str, world: int, spec: PrepSpec, prefix: str = "tr
         counts = MixCounts.of(table, mix).to_dict()
         table = mix.apply(table)
     ranks = split_by_rank(table, world)
-    return StageData({f"{prefix}_rank{r}": _dataset_of(t) for r, t in enumerate(ranks)}, entry, hit, counts)
+    return StageData({f"{prefix}_rank{r}": _dataset_of(t) for r, t in enumerate(ranks)}, entry, hit, counts,
+                     table.num_rows)

@@ -136,6 +136,10 @@ def run_stage(cfg: VariantConfig, index: int, *, work: WorkDir, shard_dir: str, 
           f"{': ' + data.prepared if data.prepared else ''})", flush=True)
     _report_mix(stage.name, cfg, shard_dir, mix, data.mix_counts)
     job["text_only_mix"] = data.mix_counts or (mix.identity() if mix else None)
+    if mix is not None:   # an epoch is the rows the mix keeps (exactly, where prepared)
+        manifest = read_shard_manifest(shard_dir)
+        job["total_rows"] = data.rows if data.rows is not None else mix.expected_rows(manifest["modalities"],
+                                                                                     manifest["rows"])
     storage_path, storage_fs = storage.ray_storage(work.ray_storage)
     # each worker reads the dataset named for its rank: the loop asks for "train_rank{r}"
     trainer = TorchTrainer(
