@@ -16,6 +16,7 @@ file and vlmsweep's generation. Two answers for one question are an error, never
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,13 +74,18 @@ class Benchmark:
     def holds_layout(self, folder: Path) -> bool:
         return False
 
+    # The defaults below are the benchmark folder's own modules (layout.py, score.py, world.py
+    # next to its __init__.py): a spec overrides only what its benchmark does differently.
+    def _part(self, name: str):
+        return importlib.import_module(f"{type(self).__module__}.{name}")
+
     def load_items(self, folder: Path) -> list[Item]:
-        raise NotImplementedError
+        return self._part("layout").load_items(folder)
 
     def load_key(self, path: Path, questions: Path | None = None):
         """The answer key from the official file(s): `path` is the file or the benchmark folder;
         `questions` a question file, for benchmarks whose key needs one (POPE's splits)."""
-        raise NotImplementedError
+        return self._part("layout").load_key(path)
 
     def folder_key(self, folder: Path):
         """The answer key of a benchmark folder being evaluated; None where the layout ships no
@@ -94,7 +100,7 @@ class Benchmark:
         return item.prompt
 
     def score(self, answers: list[Answer], key, judge=None) -> dict:
-        raise NotImplementedError
+        return self._part("score").score(self, answers, key)
 
     def write_outputs(self, answers: list[Answer], key, folder: Path | None, out_dir: Path,
                       scored: dict | None = None) -> list[str]:
@@ -102,7 +108,9 @@ class Benchmark:
         return []
 
     def build_world(self, root: Path, seed: int, scale: int, image_size: int) -> dict:
-        raise NotImplementedError(f"the world builds no {self.name} set")
+        if not self.in_world:
+            raise NotImplementedError(f"the world builds no {self.name} set")
+        return self._part("world").build(root, seed, scale, image_size)
 
 
 # ---- pairing answers with the key, and the result every scorer returns ----------------------

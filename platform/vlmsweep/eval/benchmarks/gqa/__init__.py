@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import SINGLE_WORD, Benchmark
-from . import layout, score
+from . import layout
 
 
 class GQA(Benchmark):
@@ -24,20 +24,6 @@ class GQA(Benchmark):
 
     def holds_layout(self, folder: Path) -> bool:
         return (folder / layout.QUESTIONS).is_file()
-
-    def load_items(self, folder: Path):
-        return layout.load_items(folder)
-
-    def load_key(self, path: Path, questions: Path | None = None):
-        return layout.load_key(path)
-
-    def score(self, answers, key, judge=None) -> dict:
-        return score.score(self, answers, key)
-
-    def build_world(self, root: Path, seed: int, scale: int, image_size: int) -> dict:
-        from .world import build
-
-        return build(root, seed, scale, image_size)
 
 
 BENCHMARK = GQA()

@@ -29,22 +29,8 @@ class MME(Benchmark):
     def holds_layout(self, folder: Path) -> bool:
         return (folder / layout.RELEASE).is_dir() or (folder / layout.QUESTIONS).is_file()
 
-    def load_items(self, folder: Path):
-        return layout.load_items(folder)
-
-    def load_key(self, path: Path, questions: Path | None = None):
-        return layout.load_key(path)
-
-    def score(self, answers, key, judge=None) -> dict:
-        return score.score(self, answers, key)
-
     def write_outputs(self, answers, key, folder, out_dir: Path, scored=None) -> list[str]:
         return score.write_eval_tool(answers, key, out_dir)
-
-    def build_world(self, root: Path, seed: int, scale: int, image_size: int) -> dict:
-        from .world import build
-
-        return build(root, seed, scale, image_size)
 
 
 BENCHMARK = MME()

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import OPTION_LETTER, Benchmark
-from . import layout, score
 
 
 class MMMU(Benchmark):
@@ -26,20 +25,6 @@ class MMMU(Benchmark):
 
     def holds_layout(self, folder: Path) -> bool:
         return any(folder.glob("*/validation-*.parquet")) or any(folder.glob("validation-*.parquet"))
-
-    def load_items(self, folder: Path):
-        return layout.load_items(folder)
-
-    def load_key(self, path: Path, questions: Path | None = None):
-        return layout.load_key(path)
-
-    def score(self, answers, key, judge=None) -> dict:
-        return score.score(self, answers, key)
-
-    def build_world(self, root: Path, seed: int, scale: int, image_size: int) -> dict:
-        from .world import build
-
-        return build(root, seed, scale, image_size)
 
 
 BENCHMARK = MMMU()

@@ -32,12 +32,6 @@ class MMVet(Benchmark):
     def holds_layout(self, folder: Path) -> bool:
         return (folder / layout.META).is_file()
 
-    def load_items(self, folder: Path):
-        return layout.load_items(folder)
-
-    def load_key(self, path: Path, questions: Path | None = None):
-        return layout.load_key(path)
-
     def answer_key(self, answer: Answer):
         return layout.answer_key(answer)
 

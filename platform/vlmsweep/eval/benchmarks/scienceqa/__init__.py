@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import OPTION_LETTER, Benchmark, Item
-from . import layout, score
+from . import layout
 
 
 class ScienceQA(Benchmark):
@@ -27,22 +27,8 @@ class ScienceQA(Benchmark):
     def holds_layout(self, folder: Path) -> bool:
         return (folder / layout.QUESTIONS).is_file()
 
-    def load_items(self, folder: Path):
-        return layout.load_items(folder)
-
-    def load_key(self, path: Path, questions: Path | None = None):
-        return layout.load_key(path)
-
     def answer_prompt(self, item: Item) -> str:
         return f"<image>\n{item.prompt}" if item.images else item.prompt
-
-    def score(self, answers, key, judge=None) -> dict:
-        return score.score(self, answers, key)
-
-    def build_world(self, root: Path, seed: int, scale: int, image_size: int) -> dict:
-        from .world import build
-
-        return build(root, seed, scale, image_size)
 
 
 BENCHMARK = ScienceQA()

@@ -14,7 +14,8 @@ from .layout import ANSWERS, QUESTIONS
 TINY_QUESTIONS = 50
 
 
-def build(root: Path, seed: int, scale: int) -> dict:
+def build(root: Path, seed: int, scale: int, image_size: int) -> dict:
+    del image_size   # text only: no images
     out = WorldSet(root, "textqa")
     questions, key = [], {}
     for i in range(TINY_QUESTIONS * scale):

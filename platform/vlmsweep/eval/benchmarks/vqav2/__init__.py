@@ -29,9 +29,6 @@ class VQAv2(Benchmark):
     def holds_layout(self, folder: Path) -> bool:
         return any((folder / f).is_file() for f in (layout.TEST_DEV, layout.VAL_QUESTIONS))
 
-    def load_items(self, folder: Path):
-        return layout.load_items(folder)
-
     def load_key(self, path: Path, questions: Path | None = None):
         path = Path(path)
         # a test-dev folder ships no answers: nothing to score, the submission is the result
@@ -39,16 +36,8 @@ class VQAv2(Benchmark):
             return None
         return layout.load_key(path)
 
-    def score(self, answers, key, judge=None) -> dict:
-        return score.score(self, answers, key)
-
     def write_outputs(self, answers, key, folder, out_dir: Path, scored=None) -> list[str]:
         return [score.write_submission(answers, key, folder, out_dir)]
-
-    def build_world(self, root: Path, seed: int, scale: int, image_size: int) -> dict:
-        from .world import build
-
-        return build(root, seed, scale, image_size)
 
 
 BENCHMARK = VQAv2()
