@@ -160,16 +160,20 @@ def export_cli(argv: list[str]):
 
 @pytest.mark.parametrize("connector", ["resampler", "qformer", "pixel_shuffle", "ln_mlp", "mlp3x_gelu"])
 def test_connectors_llava_cannot_express_are_refused_in_one_line(connector, preset_root, tmp_path):
-    cfg = variant({"family": "siglip"}, "llama", connector, FROZEN, FULL)
+    message = refused_export(variant({"family": "siglip"}, "llama", connector, FROZEN, FULL), preset_root, tmp_path)
+    assert "\n" not in message and f"connector {connector!r}" in message and "Llava" in message
+
+
+def refused_export(cfg, preset_root, tmp_path) -> str:
+    """Save a finetune stage of `cfg` and export it as hf-llava: the refusal's message (nothing written)."""
     torch.manual_seed(0)
     stage = tmp_path / "stage"
     save_stage(build_vlm(cfg.model, preset_root), stage, stage="finetune", init_dir=None, summary={},
                modes={"vision": "frozen", "connector": "full", "llm": "full"}, config_yaml=dump_resolved(cfg))
     with pytest.raises(ConfigError) as err:
         export_cli([str(stage), str(tmp_path / "hf"), "--format", "hf-llava", "--work-dir", str(tmp_path / "work")])
-    message = str(err.value)
-    assert "\n" not in message and f"connector {connector!r}" in message and "Llava" in message
     assert not (tmp_path / "hf").exists()
+    return str(err.value)
 
 
 def test_an_llm_whose_head_has_a_bias_is_refused(preset_root, tmp_path):
@@ -241,11 +245,5 @@ def test_image_delimiters_are_refused_in_one_line(preset_root, tmp_path):
     cfg = variant({"family": "siglip"}, "llama", "mlp2x_gelu", FROZEN, FULL)
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
         update={"llm": cfg.model.llm.model_copy(update={"image_delimiters": True})})})
-    torch.manual_seed(0)
-    stage = tmp_path / "stage"
-    save_stage(build_vlm(cfg.model, preset_root), stage, stage="finetune", init_dir=None, summary={},
-               modes={"vision": "frozen", "connector": "full", "llm": "full"}, config_yaml=dump_resolved(cfg))
-    with pytest.raises(ConfigError) as err:
-        export_cli([str(stage), str(tmp_path / "hf"), "--format", "hf-llava", "--work-dir", str(tmp_path / "work")])
-    assert "\n" not in str(err.value) and "image_delimiters" in str(err.value)
-    assert not (tmp_path / "hf").exists()
+    message = refused_export(cfg, preset_root, tmp_path)
+    assert "\n" not in message and "image_delimiters" in message

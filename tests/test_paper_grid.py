@@ -22,6 +22,12 @@ def dry_run(grid: Path, tmp_path: Path, *args: str) -> str:
                           "--work-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
+
+
+def assert_zoo_unbuilt(text: str, tmp_path: Path, names) -> None:
+    """A dry run before `vlmsweep zoo build` notes each zoo part it needs, and fails on none."""
+    for name in names:
+        assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in text
 PAPER = ROOT / "experiments/paper/tinyllava.yaml"
 MINI = ROOT / "experiments/mini/tinyllava.yaml"
 
@@ -38,8 +44,7 @@ def test_mini_grid_dry_run_before_the_zoo_is_built(tmp_path):
     """A fresh machine plans the miniature grid before `vlmsweep zoo build`: notes, not errors."""
     text = dry_run(MINI, tmp_path, "--set", "data.synthetic.size=tiny")
     assert "sweep tinyllava-mini: 12 variant(s)" in text and "TinyLLaVA-share-Sig-Phi: pretrain-" in text
-    for name in ("tinyllama", "stablelm", "phi", "clip", "siglip"):
-        assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in text
+    assert_zoo_unbuilt(text, tmp_path, ("tinyllama", "stablelm", "phi", "clip", "siglip"))
     assert "unique stages: data 2, pretrain 12, finetune 12, eval 12, share_pretrain 6 (total 44)" in text
 
 
@@ -113,8 +118,7 @@ def test_bakllava_carries_llava15s_recipe_and_bakllavas_choices():
 def test_bakllava_mini_dry_run_before_the_zoo_is_built(tmp_path):
     text = dry_run(BAKLLAVA_MINI, tmp_path, "--set", "data.synthetic.size=tiny")
     assert "sweep BakLLaVA-mini: 1 variant(s)" in text
-    for name in ("mistral", "clip"):
-        assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in text
+    assert_zoo_unbuilt(text, tmp_path, ("mistral", "clip"))
 
 
 LLAVA15 = ROOT / "experiments/paper/llava15.yaml"
@@ -164,8 +168,7 @@ def test_llava15_carries_the_published_recipe():
 def test_llava15_mini_dry_run_before_the_zoo_is_built(tmp_path):
     text = dry_run(LLAVA15_MINI, tmp_path, "--set", "data.synthetic.size=tiny")
     assert "sweep LLaVA-1.5-7B: 1 variant(s)" in text
-    for name in ("tinyllama", "clip"):
-        assert f"note: zoo:{name} is not built in {tmp_path / 'zoo'}: run `vlmsweep zoo build`" in text
+    assert_zoo_unbuilt(text, tmp_path, ("tinyllama", "clip"))
 
 
 DSVL = ROOT / "experiments/paper/dsvl.yaml"
