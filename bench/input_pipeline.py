@@ -30,7 +30,7 @@ import torch
 from vlmsweep.config.load import load_variant
 from vlmsweep.data.prepare import ensure_splits, world_dir
 from vlmsweep.config.workdir import WorkDir
-from vlmsweep.data.stream import _tools, prepare_row
+from vlmsweep.data.stream import prep_tools, prepare_row
 from vlmsweep.train.stage import prep_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,10 +41,9 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
 
     ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
-    def __init__(self, json_path: Path, image_folder: Path, spec, vision_json: str, llm_json: str):
+    def __init__(self, json_path: Path, image_folder: Path, spec):
         self.records = json.loads(json_path.read_text())
         self.image_folder, self.spec = image_folder, spec
-        self.vision_json, self.llm_json = vision_json, llm_json
 
     def __len__(self) -> int:
         return len(self.records)
@@ -56,8 +55,7 @@ class LlavaJsonDataset(torch.utils.data.Dataset):
         images = [(self.image_folder / p).read_bytes() for p in paths]
         row = {"id": rec["id"], "images": images,
                "conversations": [{"role": self.ROLES[t["from"]], "text": t["value"]} for t in rec["conversations"]]}
-        tokenizer, processor, aspect, delimiters = _tools(self.vision_json, self.llm_json, self.spec.work)
-        return prepare_row(row, self.spec, tokenizer, processor, aspect, delimiters)
+        return prepare_row(row, self.spec, prep_tools(self.spec))
 
 
 def timed_pass(iterator, n: int) -> float:
@@ -109,8 +107,7 @@ def main() -> None:
         splits = ensure_splits(cfg.data, work)
         spec = prep_spec(cfg, 1, work)
         llava = Path(world_dir(cfg.data, work)) / "llava"
-        vision_json, llm_json = cfg.model.vision.model_dump_json(), cfg.model.llm.model_dump_json()
-        dataset = LlavaJsonDataset(llava / "instruct.json", llava / "images", spec, vision_json, llm_json)
+        dataset = LlavaJsonDataset(llava / "instruct.json", llava / "images", spec)
         n = min(args.samples, len(dataset))
         results = {"llava JSON + images": llava_rate(dataset, n),
                    "vlmsweep shards": shard_rate(splits["instruct"], spec, n)}

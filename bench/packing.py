@@ -26,7 +26,7 @@ from vlmsweep.config.workdir import WorkDir
 from vlmsweep.data.packing import Row, Sample, collate, pack
 from vlmsweep.data.prepare import ensure_splits
 from vlmsweep.data.shards import iter_samples
-from vlmsweep.data.stream import _tools, prepare_row
+from vlmsweep.data.stream import prep_tools, prepare_row
 from vlmsweep.models.tuning import apply_tuning
 from vlmsweep.models.vlm import build_vlm
 from vlmsweep.train.stage import prep_spec
@@ -37,11 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def prepared_samples(cfg, stage_index: int, work: WorkDir, n: int) -> tuple[list[Sample], tuple]:
     splits = ensure_splits(cfg.data, work)
     spec = prep_spec(cfg, stage_index, work)
-    tokenizer, processor, aspect, delimiters = _tools(cfg.model.vision.model_dump_json(),
-                                                      cfg.model.llm.model_dump_json(), work.uri)
+    tools = prep_tools(spec)
     out = []
     for row in iter_samples(splits[cfg.recipe.stages[stage_index].split]):
-        p = prepare_row(row, spec, tokenizer, processor, aspect, delimiters)
+        p = prepare_row(row, spec, tools)
         if p["skip_reason"]:
             continue
         pixels = np.asarray(p["pixels"], dtype=np.float32).reshape(p["num_images"], *spec.image_shape)

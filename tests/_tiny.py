@@ -10,7 +10,7 @@ from vlmsweep.config.schema import ConnectorConfig, LLMConfig, ModelConfig, Visi
 from vlmsweep.data.packing import Sample
 from vlmsweep.data.tokenize import tokenize_conversation
 from vlmsweep.models.llm import get_llm_family, image_delimiters, load_tokenizer
-from vlmsweep.models.vision import load_image_processor, preprocess_images
+from vlmsweep.models.vision import ImagePipeline, load_image_processor
 from vlmsweep.models.vlm import build_vlm
 
 IMAGE_SHAPE = (3, 32, 32)  # the tiny vision presets take 32 px images
@@ -29,7 +29,9 @@ CONVERSATIONS = [
 
 def model_config(vision: str = "siglip", llm: str = "llama", connector: str = "mlp2x_gelu",
                  connector_options: dict | None = None, image_delimiters: bool = False, **vision_kw) -> ModelConfig:
-    return ModelConfig(vision=VisionConfig(family=vision, **vision_kw),
+    """`vision` names one family, or fused ones joined by "+" ("dinov2+siglip")."""
+    encoders = [VisionConfig(family=f, **vision_kw) for f in vision.split("+")]
+    return ModelConfig(vision=encoders if len(encoders) > 1 else encoders[0],
                        llm=LLMConfig(family=llm, image_delimiters=image_delimiters),
                        connector=ConnectorConfig(name=connector, options=connector_options or {}))
 
@@ -52,7 +54,9 @@ class Tiny:
         self.cfg = cfg
         self.vlm = build_vlm(cfg, preset_root)
         self.tokenizer = load_tokenizer(cfg.llm, preset_root)
-        self.processor = load_image_processor(cfg.vision, preset_root)
+        self.images = ImagePipeline.load(cfg.vision, preset_root)   # images → pixels, fused or not
+        self.processor = None if cfg.fused else load_image_processor(cfg.vision, preset_root)
+        self.image_shape = (3 * len(cfg.encoders()), *IMAGE_SHAPE[1:])
         self.template = get_llm_family(cfg.llm.family).template
 
     @property
@@ -66,9 +70,9 @@ class Tiny:
         if num_images:
             # non-square images: the processor's pad-to-square path runs too
             images = [random_image(100 * index + k, 24 + 8 * k, 32) for k in range(num_images)]
-            pixels = preprocess_images(self.processor, images, self.cfg.vision.image_aspect)
+            pixels = self.images(images)
         else:
-            pixels = np.zeros((0, *IMAGE_SHAPE), dtype=np.float32)
+            pixels = np.zeros((0, *self.image_shape), dtype=np.float32)
         return Sample(f"s{index}", tok.input_ids, tok.labels, pixels, position=(0, index + 1, index + 1))
 
     def samples(self, conversations=CONVERSATIONS) -> list[Sample]:

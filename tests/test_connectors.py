@@ -24,7 +24,7 @@ def dims_for(name):
 
 
 def test_registry_has_exactly_the_documented_names():
-    assert set(CONNECTORS) == {"linear", "identity", "ln_mlp", "resampler", "qformer", "pixel_shuffle",
+    assert set(CONNECTORS) == {"linear", "identity", "ln_mlp", "fused_mlp_gelu", "resampler", "qformer", "pixel_shuffle",
                                "mlp1x_gelu", "mlp2x_gelu", "mlp3x_gelu", "mlp4x_gelu"}
 
 

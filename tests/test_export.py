@@ -95,7 +95,7 @@ def test_exported_llava_equals_the_vlm(case, preset_root, tmp_path):
     want = prompt_ids(ref.tokenizer, ref.template, [{"role": "user", "text": f"<image>\n{QUESTION}"}],
                       ref.vlm.image_tokens)
     assert ids[0].tolist() == want.tolist()
-    pixels = preprocess_images(ref.processor, [image], cfg.model.vision.image_aspect)
+    pixels = ref.images([image])
     np.testing.assert_allclose(inputs["pixel_values"].numpy(), pixels, atol=1e-6)
 
     # logits on the same ids and pixels

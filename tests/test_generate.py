@@ -10,8 +10,6 @@ from vlmsweep.data.packing import left_pad
 from vlmsweep.data.tokenize import prompt_ids, stop_token_id
 from vlmsweep.models.vlm import IMAGE_TOKEN_ID
 
-from vlmsweep.models.vision import preprocess_images
-
 from _tiny import QFORMER, Tiny, model_config, random_image
 
 PROMPTS = [
@@ -21,10 +19,11 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module", params=["mlp2x_gelu", "qformer"])
+@pytest.fixture(scope="module", params=["mlp2x_gelu", "qformer", "fused"])
 def tiny(request, preset_root):
     torch.manual_seed(0)
-    t = Tiny(preset_root, model_config("clip", "qwen2", **(QFORMER if request.param == "qformer" else {})))
+    vision = "dinov2+siglip" if request.param == "fused" else "clip"
+    t = Tiny(preset_root, model_config(vision, "qwen2", **(QFORMER if request.param == "qformer" else {})))
     t.vlm.eval()
     return t
 
@@ -32,7 +31,7 @@ def tiny(request, preset_root):
 def _encode(tiny, conversation, n_images, seed):
     ids = prompt_ids(tiny.tokenizer, "chatml", conversation, tiny.vlm.image_tokens)
     images = [random_image(seed + k) for k in range(n_images)]
-    pixels = torch.from_numpy(preprocess_images(tiny.processor, images, "pad")) if n_images else None
+    pixels = torch.from_numpy(tiny.images(images)) if n_images else None
     return ids, pixels
 
 

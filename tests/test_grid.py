@@ -237,7 +237,7 @@ def test_unknown_dotted_path_is_reported_for_every_variant(tmp_path):
     err = grid_error(grid_file(tmp_path, "axes:\n  seed: [0, 1]\n  training.stepz: [1]\n"))
     # two variants × two stages, one line naming them all
     assert err.problems == [("[TinyLLaVA-base-siglip-llama-seed0, TinyLLaVA-base-siglip-llama-seed1] training.stepz",
-                             "(stages pretrain, finetune) unknown field (check the spelling)")]
+                             "(stages pretrain, finetune) unknown field (did you mean steps?)")]
 
 
 def test_base_file_errors_keep_their_file_and_line(tmp_path):

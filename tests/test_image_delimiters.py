@@ -105,6 +105,7 @@ def test_the_option_is_in_the_stage_id_only_when_on():
 
     model = off.model.model_dump(mode="json")
     del model["llm"]["image_delimiters"]
+    del model["vision"]["image_size"]     # likewise (unset)
     payload = {"model": model, "data": "data", "seed": off.seed, "stages": [_identity_of_stage(off.recipe.stages[0])],
                "labels": LABELS_VERSION, "order": ORDER_VERSION}
     assert stage_id(off, 0, "data") == hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -17,10 +17,11 @@ from vlmsweep.models.templates import TEMPLATES, get_template, render
 from vlmsweep.models.vlm import IGNORE_INDEX, IMAGE_TOKEN_ID
 
 # the LLM family whose tiny tokenizer carries each chat template's special tokens
-TEMPLATE_FAMILY = {"vicuna": "llama", "chatml": "qwen2", "gemma": "gemma", "mistral": "mistral"}
-# vicuna's "ASSISTANT: " space belongs to the reply (the model learns to produce it)
-LEAD = {"vicuna": " "}
-STOP = {"vicuna": "</s>", "chatml": "<|im_end|>", "gemma": "<end_of_turn>", "mistral": "</s>", "plain": "</s>"}
+TEMPLATE_FAMILY = {"vicuna": "llama", "chatml": "qwen2", "gemma": "gemma", "mistral": "mistral", "pure": "llama"}
+# vicuna's "ASSISTANT: " (and pure's "Out: ") space belongs to the reply (the model learns to produce it)
+LEAD = {"vicuna": " ", "pure": " "}
+STOP = {"vicuna": "</s>", "chatml": "<|im_end|>", "gemma": "<end_of_turn>", "mistral": "</s>", "pure": "</s>",
+        "plain": "</s>"}
 IMAGE_TOKENS = 5
 
 REPLIES = ["A red café, I think.", "Two dogs\nand  one cat."]

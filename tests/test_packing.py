@@ -25,11 +25,11 @@ def per_token(vlm, batch):
     return logits, F.cross_entropy(logits, batch.targets[keep], reduction="none")
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "phi", "llama+qformer", "qwen2+delimiters"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "phi", "llama+qformer", "qwen2+delimiters", "llama+fused"])
 def tiny(request, preset_root):
     llm, _, extra = request.param.partition("+")
     options = QFORMER if extra == "qformer" else {"image_delimiters": True} if extra == "delimiters" else {}
-    t = Tiny(preset_root, model_config("clip", llm, **options))
+    t = Tiny(preset_root, model_config("dinov2+siglip" if extra == "fused" else "clip", llm, **options))
     t.vlm.eval()
     return t
 

@@ -214,3 +214,53 @@ def test_dsvl_mini_dry_run_before_the_zoo_is_built(tmp_path):
     text = dry_run(DSVL_MINI, tmp_path, "--set", "data.synthetic.size=tiny")
     assert "sweep dsvl-mini: 2 variant(s)" in text
     assert "DSVL-7B-text0.0: projector-" in text and "DSVL-7B-text0.3: projector-" in text
+
+
+PRISMATIC = ROOT / "experiments/paper/prismatic.yaml"
+PRISMATIC_MINI = ROOT / "experiments/mini/prismatic.yaml"
+ENCODERS = ROOT / "experiments/studies/encoders.yaml"
+ENCODERS_MINI = ROOT / "experiments/mini/encoders.yaml"
+
+
+def test_prismatic_dry_run_passes_offline(tmp_path):
+    text = dry_run(PRISMATIC, tmp_path)
+    assert "sweep prismatic-paper: 2 variant(s)" in text
+    for name in ("prism-siglip-controlled+7b", "prism-dinosiglip-controlled+7b"):
+        assert f"  {name}: finetune-" in text
+    for hub in ("facebook/dinov2-with-registers-large", "google/siglip-so400m-patch14-384", "meta-llama/Llama-2-7b-hf"):
+        assert f"{hub}: not available on this machine" in text
+
+
+@pytest.mark.parametrize("path", [PRISMATIC, PRISMATIC_MINI])
+def test_prismatic_carries_its_fusion_and_one_stage_recipe(path):
+    """DINOv2 + SigLIP from their second-to-last layers, each resized without padding (384 px in
+    the real one), fused_mlp_gelu, the "pure" prompt; one stage of connector + LLM."""
+    grid = load_grid(path)
+    fused = select(grid, "prism-dinosiglip-controlled+7b").variants[0].config
+    dino, siglip = [e for _, e in fused.model.encoders()]
+    assert (dino.family, siglip.family) == (("dinov2_reg", "siglip") if path == PRISMATIC else ("dinov2", "siglip"))
+    assert dino.feature_layer == siglip.feature_layer == -2 and dino.image_aspect == siglip.image_aspect == "resize"
+    assert (fused.model.connector.name, fused.model.llm.template) == ("fused_mlp_gelu", "pure")
+    for v in grid.variants:
+        (stage,) = v.config.recipe.stages
+        assert (stage.vision.mode, stage.connector.mode, stage.llm.mode) == ("frozen", "full", "full")
+        if path == PRISMATIC:
+            assert (stage.training.lr, stage.training.weight_decay, stage.training.epochs) == (2e-5, 0.1, 1)
+            assert (stage.training.global_batch, stage.training.max_length) == (128, 2048)
+            assert dino.image_size == 384 and dino.checkpoint == "facebook/dinov2-with-registers-large"
+
+
+def test_prismatic_mini_dry_run_before_the_zoo_is_built(tmp_path):
+    text = dry_run(PRISMATIC_MINI, tmp_path, "--set", "data.synthetic.size=tiny")
+    assert "sweep prismatic-mini: 2 variant(s)" in text
+    assert_zoo_unbuilt(text, tmp_path, ["dinov2", "siglip", "tinyllama"])
+
+
+@pytest.mark.parametrize("path", [ENCODERS, ENCODERS_MINI])
+def test_the_encoder_study_varies_the_encoder_and_the_seed_only(path, tmp_path):
+    grid = load_grid(path)
+    assert grid.axes == {"vision": ["clip", "siglip", "dinov2", "dinov2+siglip"], "seed": ["0", "1", "2"]}
+    fixed = {v.config.model_dump_json(exclude={"name": True, "seed": True, "model": {"vision"}}) for v in grid.variants}
+    assert len(fixed) == 1     # everything but the encoder and the seed is one config
+    text = dry_run(path, tmp_path, *(["--set", "data.synthetic.size=tiny"] if path == ENCODERS_MINI else []))
+    assert f"sweep {grid.name}: 12 variant(s)" in text and "enc-dinov2+siglip-seed2: finetune-" in text

@@ -31,7 +31,7 @@ LLMS = sorted(LLM_FAMILIES)
 
 
 def test_registries_hold_exactly_the_documented_families():
-    assert set(VISION_FAMILIES) == {"clip", "siglip", "dinov2"}
+    assert set(VISION_FAMILIES) == {"clip", "siglip", "dinov2", "dinov2_reg"}
     assert set(LLM_FAMILIES) == {"llama", "stablelm", "phi", "gemma", "qwen2", "mistral"}
 
 
@@ -221,5 +221,5 @@ def test_check_variant_collects_every_unknown_name_at_once(preset_root):
     fields = [f for f, _ in err.value.problems]
     assert fields == ["model.vision.family", "model.llm.family", "model.llm.template"]
     text = str(err.value)
-    assert "allowed: clip, dinov2, siglip" in text
+    assert "allowed: clip, dinov2, dinov2_reg, siglip" in text
     assert "allowed: gemma, llama, mistral, phi, qwen2, stablelm" in text

@@ -14,8 +14,9 @@ from vlmsweep.models.tuning import apply_tuning, component_module, format_summar
 
 STAGE_LR, LLM_LR, CONNECTOR_LR = 1e-3, 5e-4, 2e-5
 # block stacks and never-used modules, spelled out per family (independent of the package's lookup)
-VISION_STACK = {"clip": "encoder.layers", "siglip": "encoder.layers", "dinov2": "encoder.layer"}
-VISION_UNUSED = {"clip": ("post_layernorm.",), "siglip": ("post_layernorm.", "head."), "dinov2": ("layernorm.",)}
+VISION_STACK = {"clip": "encoder.layers", "siglip": "encoder.layers", "dinov2": "encoder.layer", "dinov2_reg": "encoder.layer"}
+VISION_UNUSED = {"clip": ("post_layernorm.",), "siglip": ("post_layernorm.", "head."), "dinov2": ("layernorm.",),
+                 "dinov2_reg": ("layernorm.",)}
 LLM_STACK, LLM_EMBED = "model.layers", "model.embed_tokens."
 LORA_R = 4
 
@@ -85,7 +86,7 @@ def rows_by_component(rows):
     return {r.component: r for r in rows}
 
 
-@pytest.mark.parametrize("vision_family", ["clip", "siglip", "dinov2"])
+@pytest.mark.parametrize("vision_family", ["clip", "siglip", "dinov2", "dinov2_reg"])
 def test_frozen_and_full_train_exactly_their_components(preset_root, vision_family):
     cfg, stage = stage_for({"family": vision_family, "mode": "full"}, {"mode": "frozen"})
     tiny = Tiny(preset_root, cfg.model)
@@ -114,7 +115,7 @@ def test_frozen_and_full_train_exactly_their_components(preset_root, vision_fami
     check_grads(vlm)
 
 
-@pytest.mark.parametrize("vision_family", ["clip", "siglip", "dinov2"])
+@pytest.mark.parametrize("vision_family", ["clip", "siglip", "dinov2", "dinov2_reg"])
 def test_partial_trains_only_layers_from_from_layer_plus_llm_norm_and_head(preset_root, vision_family):
     cfg, stage = stage_for({"family": vision_family, "mode": "partial", "from_layer": 1},
                            {"mode": "partial", "from_layer": 1, "lr": LLM_LR})
@@ -192,7 +193,7 @@ def test_lora_on_the_llm_trains_only_adapters_on_every_block_linear(preset_root,
     check_grads(vlm)
 
 
-@pytest.mark.parametrize("vision_family", ["clip", "siglip", "dinov2"])
+@pytest.mark.parametrize("vision_family", ["clip", "siglip", "dinov2", "dinov2_reg"])
 def test_lora_on_the_vision_tower_trains_only_adapters_in_its_blocks(preset_root, vision_family):
     cfg, stage = stage_for({"family": vision_family, "mode": "lora", "lora": {"r": LORA_R}}, {"mode": "frozen"})
     tiny = Tiny(preset_root, cfg.model)

@@ -79,15 +79,15 @@ def _unreadable(cfg: VariantConfig, preset_root: str) -> tuple[str, str]:
     from vlmsweep.models.llm import llm_config
     from vlmsweep.models.vision import vision_config
 
-    for part, read in (("vision", vision_config), ("llm", llm_config)):
-        part_cfg = getattr(cfg.model, part)
+    for field, part_cfg in cfg.model.checkpoints():
+        read = llm_config if field == "model.llm" else vision_config
         try:
             read(part_cfg, preset_root)
         except OSError:
-            return f"model.{part}.checkpoint", part_cfg.checkpoint
+            return f"{field}.checkpoint", part_cfg.checkpoint
         except Exception:  # another problem with this part: check_models reports it
             continue
-    return "model", f"{cfg.model.vision.checkpoint} or {cfg.model.llm.checkpoint}"
+    return "model", " or ".join(c.checkpoint for _, c in cfg.model.checkpoints())
 
 
 def written_at(field: str, where: dict[str, str], source: str) -> str:
@@ -111,7 +111,7 @@ def written_at(field: str, where: dict[str, str], source: str) -> str:
 def uses_hub(cfg: VariantConfig) -> bool:
     """Whether a checkpoint is a Hub name (not tiny, zoo:NAME or a local path)."""
     return any(c.checkpoint != "tiny" and not c.checkpoint.startswith("zoo:") and not looks_like_path(c.checkpoint)
-               for c in (cfg.model.vision, cfg.model.llm))
+               for _, c in cfg.model.checkpoints())
 
 
 def looks_like_path(checkpoint: str) -> bool:
@@ -123,9 +123,9 @@ def looks_like_path(checkpoint: str) -> bool:
 
 def checkpoint_problems(cfg: VariantConfig) -> list[tuple[str, str]]:
     problems = []
-    for part, c in (("vision", cfg.model.vision), ("llm", cfg.model.llm)):
+    for field, c in cfg.model.checkpoints():
         if looks_like_path(c.checkpoint) and not Path(os.path.expanduser(c.checkpoint)).is_dir():
-            problems.append((f"model.{part}.checkpoint", f"no such directory: {c.checkpoint} (a local checkpoint; "
+            problems.append((f"{field}.checkpoint", f"no such directory: {c.checkpoint} (a local checkpoint; "
                                                          "Hub names look like org/name, zoo parts zoo:NAME)"))
     return problems
 

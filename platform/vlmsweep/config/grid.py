@@ -14,11 +14,14 @@ A grid YAML says:
 Shorthand axes: vision → model.vision, llm → model.llm, connector → model.connector,
 data → data, recipe → recipe, seed → seed. A mapping value is merged in (its `label` key is
 removed first); a plain value of vision/llm/connector/data sets the field that names it
-(family, family, name, name); anything else replaces the field.
+(family, family, name, name); anything else replaces the field (a list of mappings under
+vision: fused encoders).
 
-Labels: a mapping's `label`, else its naming field (vision/llm `family`, connector/data/recipe
-`name`); a mapping without either is an error (str() of a dict makes no usable name). A list
-is labelled by its items joined with "+", any other value by str(value).
+Labels: `{label: L, value: V}` is V labelled L (for lists and plain values, e.g. fused
+encoders named as their paper names them); otherwise a mapping's `label`, else its naming
+field (vision/llm `family`, connector/data/recipe `name`); a mapping without either is an error (str() of a dict makes no usable name). A list
+is labelled by its items joined with "+" (a mapping item by its label or naming field), any
+other value by str(value).
 
 Names: `naming` is filled in with each variant's labels. A placeholder that is not an axis of
 this grid but is a shorthand name renders what the variant's merged config says (e.g. its
@@ -227,6 +230,9 @@ def _axis_values(axis: str, values: list, gwhere: dict, problems: list) -> list[
     for i, value in enumerate(values):
         at = f"axes.{axis}.{i}"
         path = list(_SHORTHAND.get(axis, axis.split(".")))
+        given = None
+        if isinstance(value, dict) and set(value) == {"label", "value"}:
+            given, value = value["label"], value["value"]   # a label for a value that can't carry one
         if isinstance(value, dict):
             value = dict(value)
             label = value.pop("label", None)
@@ -236,12 +242,16 @@ def _axis_values(axis: str, values: list, gwhere: dict, problems: list) -> list[
                 problems.append((at, "a mapping value needs a `label` (it names the variant)"))
                 continue
         elif isinstance(value, list):
-            label = "+".join(map(str, value))
+            # fused encoders, [{label: DINOv2, family: dinov2, ...}, {family: siglip, ...}], are
+            # "DINOv2+siglip": each item by its label or naming field, labels removed from the items
+            value = [dict(v) for v in value] if all(isinstance(v, dict) for v in value) else value
+            label = "+".join(str(v.pop("label", None) or v.get(_NAME_FIELD.get(axis), v)) if isinstance(v, dict)
+                             else str(v) for v in value)
         else:
             label = value
             if axis in _NAME_FIELD and axis != "recipe":  # recipe: a plain name is the whole value
                 path.append(_NAME_FIELD[axis])
-        label = str(label)
+        label = str(given if given is not None else label)
         if label in seen:
             problems.append((at, f"duplicate label {label!r} (also axes.{axis}.{seen[label]})"))
             continue
@@ -258,8 +268,9 @@ def _axis_values(axis: str, values: list, gwhere: dict, problems: list) -> list[
         if stage_changes is not None:
             change["stages"] = stage_changes
         target = ".".join(path)
-        where = {f"{target}.{k[len(at) + 1:]}": loc for k, loc in gwhere.items()
-                 if k.startswith(at + ".") and k[len(at) + 1:].split(".")[0] != "label"}
+        src = f"{at}.value" if given is not None else at   # where the value itself was written
+        where = {f"{target}.{k[len(src) + 1:]}": loc for k, loc in gwhere.items()
+                 if k.startswith(src + ".") and k[len(src) + 1:].split(".")[0] != "label"}
         if at in gwhere:
             where[target] = gwhere[at]
         out.append(_Value(label, change, where))
@@ -307,6 +318,9 @@ def _derived(raw: dict, key: str) -> str:
         node = node.get(part) if isinstance(node, dict) else None
     if isinstance(node, dict):
         node = node.get(_NAME_FIELD.get(key))
+    elif isinstance(node, list):   # fused encoders: their families joined
+        node = "+".join(str(v.get(_NAME_FIELD.get(key), VisionConfig().family) if isinstance(v, dict) else v)
+                        for v in node)
     return _DEFAULT_LABEL[key] if node is None else str(node)
 
 

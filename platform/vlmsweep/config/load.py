@@ -17,9 +17,10 @@ from __future__ import annotations
 import copy
 import os
 import re
+import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -227,10 +228,12 @@ def apply_sets(raw: dict, where: dict[str, str], sets: list[tuple[str, Any, str]
                                            "nothing to set in it")], source, {**where, **here, field: here[key]})
             node = node[part]
         old = node.get(leaf)
-        if isinstance(old, dict) and not isinstance(value, dict):
+        # model.vision may be one encoder's mapping or a list of fused encoders: either replaces the other
+        fused = key == "model.vision" and isinstance(value, list)
+        if isinstance(old, dict) and not isinstance(value, dict) and not fused:
             raise ConfigError([(key, f"is a mapping of fields, which `--set {_short(pair)}` would replace: set "
                                      f"one of them (e.g. --set {key}.FIELD=VALUE)")], source, {**where, **here})
-        node[leaf] = deep_merge(old, value) if isinstance(old, dict) else value
+        node[leaf] = deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
         # the set is where its key was written, and the parents it created (e.g. a misspelt block)
         created = {".".join(parents[:n]): here[key] for n in range(1, len(parents) + 1)}
         where = created | {k: v for k, v in where.items() if not k.startswith(key + ".")} | here
@@ -318,6 +321,8 @@ def _validation_problems(err: ValidationError, names: list[str], where: dict[str
     training block goes into each) is one line naming those stages."""
     stages_of: dict[tuple[str, str], list[str]] = {}
     for e in err.errors():
+        if e["loc"][:2] == ("model", "vision") and e["loc"][2:3] in (("one",), ("fused",)):
+            e["loc"] = e["loc"][:2] + e["loc"][3:]   # schema.VisionChoice's branch tag says nothing to a user
         field, stage = _field_of(list(e["loc"]), e, names, where)
         stages_of.setdefault((field, _message(e)), []).append(stage)
     out = []
@@ -358,8 +363,12 @@ def _fields_at(loc) -> list[str]:
     """The fields of the schema model at `loc` (through lists and mappings), for suggestions."""
     annotation: Any = VariantConfig
     for part in loc:
+        if isinstance(part, int):  # a list index: the list's item type follows
+            lists = [m for m in _members(annotation) if typing.get_origin(m) is list]
+            annotation = typing.get_args(lists[0])[0] if lists else None
+            continue
         model = _model_in(annotation)
-        if model is None:  # a list or mapping: `part` is an index or a key, the item type follows
+        if model is None:  # a mapping: `part` is a key, the value type follows
             args = typing.get_args(annotation)
             annotation = args[-1] if args else None
         elif part in model.model_fields:
@@ -370,9 +379,18 @@ def _fields_at(loc) -> list[str]:
     return list(model.model_fields) if model else []
 
 
+def _members(annotation) -> list:
+    """The types an annotation allows: `X | Y` and Annotated[...] unwrapped."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
 def _model_in(annotation) -> type[BaseModel] | None:
     """The pydantic model an annotation is (or holds, for `X | None`)."""
-    for candidate in (annotation, *typing.get_args(annotation)):
+    for candidate in _members(annotation):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None

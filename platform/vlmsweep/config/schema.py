@@ -12,7 +12,8 @@ import math
 import typing
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo,
+                      field_validator, model_validator)
 
 TuneMode = Literal["frozen", "full", "partial", "lora", "qlora"]
 NAME_MAX = 100  # variant, sweep and stage names: run names, directory names, URI parts
@@ -81,6 +82,9 @@ class VisionConfig(Strict):
     feature_select: Literal["patch", "cls_patch"] = "patch"
     # LLaVA-1.5's "pad": pad the image to a square with the processor's mean colour before resizing
     image_aspect: Literal["pad", "resize"] = "pad"
+    # Pixels per side to feed instead of the processor's own size, for encoders that interpolate
+    # their position embeddings (DINOv2): Prismatic feeds DINOv2 384 px beside SigLIP-384.
+    image_size: int | None = Field(None, gt=0)
     trust_remote_code: bool = False
 
 
@@ -109,10 +113,41 @@ class ConnectorConfig(Strict):
         return options
 
 
+# A list is fused encoders, anything else one encoder: errors then name only the branch the
+# value took (a plain union reports both, e.g. "Input should be a valid list" for a mapping).
+VisionChoice = Annotated[
+    Annotated[VisionConfig, Tag("one")] | Annotated[list[VisionConfig], Tag("fused")],
+    Discriminator(lambda value: "fused" if isinstance(value, list) else "one")]
+
+
 class ModelConfig(Strict):
-    vision: VisionConfig = Field(default_factory=VisionConfig)
+    # One encoder, or a list of encoders fused as Prismatic fuses DINOv2 + SigLIP: each runs on
+    # the image through its own processor, and their features are concatenated per patch
+    # (models/vision.py: FusedVisionTower).
+    vision: VisionChoice = Field(default_factory=VisionConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     connector: ConnectorConfig = Field(default_factory=ConnectorConfig)
+
+    @field_validator("vision")
+    @classmethod
+    def _fused_needs_two(cls, vision):
+        if isinstance(vision, list) and len(vision) < 2:
+            raise ValueError("a list fuses encoders: give at least two, or a single mapping for one encoder")
+        return vision
+
+    @property
+    def fused(self) -> bool:
+        return isinstance(self.vision, list)
+
+    def encoders(self) -> list[tuple[str, VisionConfig]]:
+        """(field path, config) of each vision encoder: `model.vision`, or `model.vision.<i>` when fused."""
+        if isinstance(self.vision, list):
+            return [(f"model.vision.{i}", v) for i, v in enumerate(self.vision)]
+        return [("model.vision", self.vision)]
+
+    def checkpoints(self) -> list[tuple[str, VisionConfig | LLMConfig]]:
+        """(field path, config) of every pretrained part: the encoders, then the LLM."""
+        return [*self.encoders(), ("model.llm", self.llm)]
 
 
 class LoraConfig(Strict):

@@ -21,6 +21,7 @@ seed varies the data order and a checkpoint's stream position still names the sa
 from __future__ import annotations
 
 import io
+import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,10 +31,10 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from vlmsweep.config.schema import LLMConfig, VisionConfig
+from vlmsweep.config.schema import LLMConfig, ModelConfig
 from vlmsweep.config.workdir import WorkDir
 from vlmsweep.models.llm import image_delimiters, load_tokenizer
-from vlmsweep.models.vision import load_image_processor, preprocess_images
+from vlmsweep.models.vision import ImagePipeline
 
 from .order import StreamOrder
 from .packing import Sample
@@ -51,7 +52,7 @@ PREPARED_SCHEMA = pa.schema([
 class PrepSpec:
     """Everything a preprocessing task needs; small and picklable."""
 
-    vision: dict
+    vision: dict | list     # model.vision as JSON: one encoder's config, or fused encoders' list
     llm: dict
     work: str               # the work dir URI: each task finds the models on its own node through it
     template: str
@@ -61,18 +62,29 @@ class PrepSpec:
     overlong: str
 
 
+@dataclass(frozen=True)
+class PrepTools:
+    tokenizer: object
+    images: ImagePipeline
+    delimiters: tuple[int, int] | None
+
+
+def prep_tools(spec: PrepSpec) -> PrepTools:
+    """The tokenizer and image pipeline of `spec`, loaded once per process (keyed by their JSON)."""
+    return _tools(json.dumps(spec.vision, sort_keys=True), json.dumps(spec.llm, sort_keys=True), spec.work)
+
+
 @lru_cache(maxsize=4)
-def _tools(vision_json: str, llm_json: str, work_uri: str):
+def _tools(vision_json: str, llm_json: str, work_uri: str) -> PrepTools:
     # loaded once per Ray worker process, reused by every batch it preprocesses
-    vision = VisionConfig.model_validate_json(vision_json)
+    vision = ModelConfig.model_validate({"vision": json.loads(vision_json)}).vision
     llm = LLMConfig.model_validate_json(llm_json)
     model_root = WorkDir(work_uri).model_root()
     tokenizer = load_tokenizer(llm, model_root)
-    return tokenizer, load_image_processor(vision, model_root), vision.image_aspect, image_delimiters(tokenizer, llm)
+    return PrepTools(tokenizer, ImagePipeline.load(vision, model_root), image_delimiters(tokenizer, llm))
 
 
-def prepare_row(row: dict, spec: PrepSpec, tokenizer, processor, aspect: str,
-                delimiters: tuple[int, int] | None = None) -> dict:
+def prepare_row(row: dict, spec: PrepSpec, tools: PrepTools) -> dict:
     out = {"id": row["id"], "input_ids": [], "labels": [], "pixels": [], "num_images": 0,
            "skip_reason": "", "skip_detail": "", "truncated": False}
     try:
@@ -82,10 +94,10 @@ def prepare_row(row: dict, spec: PrepSpec, tokenizer, processor, aspect: str,
                 images.append(Image.open(io.BytesIO(data)).convert("RGB"))
             except Exception as err:  # any decoder error means the same thing: unusable image
                 raise SkipSample("unreadable_image", f"image {k}: {err}") from None
-        tok = tokenize_conversation(tokenizer, spec.template, list(row["conversations"]), len(images),
-                                    spec.image_tokens, spec.max_length, spec.overlong, delimiters)
+        tok = tokenize_conversation(tools.tokenizer, spec.template, list(row["conversations"]), len(images),
+                                    spec.image_tokens, spec.max_length, spec.overlong, tools.delimiters)
         if images:
-            pixels = preprocess_images(processor, images, aspect)
+            pixels = tools.images(images)
             if pixels.shape[1:] != spec.image_shape:
                 raise SkipSample("bad_image_shape", f"{pixels.shape[1:]} != {spec.image_shape}")
             out["pixels"] = pixels.ravel()
@@ -96,10 +108,8 @@ def prepare_row(row: dict, spec: PrepSpec, tokenizer, processor, aspect: str,
 
 
 def prepare_table(table: pa.Table, spec: PrepSpec) -> pa.Table:
-    tokenizer, processor, aspect, delimiters = _tools(
-        VisionConfig.model_validate(spec.vision).model_dump_json(),
-        LLMConfig.model_validate(spec.llm).model_dump_json(), spec.work)
-    rows = [prepare_row(r, spec, tokenizer, processor, aspect, delimiters) for r in table.to_pylist()]
+    tools = prep_tools(spec)
+    rows = [prepare_row(r, spec, tools) for r in table.to_pylist()]
     # columns straight from numpy: converting pixel arrays element by element would cost
     # more than the preprocessing itself
     columns = {name: [r[name] for r in rows] for name in PREPARED_SCHEMA.names}

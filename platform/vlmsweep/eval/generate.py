@@ -22,7 +22,7 @@ from vlmsweep.data.packing import left_pad
 from vlmsweep.data.tokenize import prompt_ids, stop_token_id
 from vlmsweep.models.check import chat_template
 from vlmsweep.models.llm import image_delimiters, load_tokenizer
-from vlmsweep.models.vision import load_image_processor, preprocess_images
+from vlmsweep.models.vision import ImagePipeline
 from vlmsweep.models.vlm import build_vlm
 from vlmsweep.train.stage_output import load_into, read_config
 
@@ -32,7 +32,7 @@ class LoadedModel:
     cfg: VariantConfig
     vlm: torch.nn.Module
     tokenizer: object
-    processor: object
+    images: ImagePipeline   # images → pixels, as training prepared them
     template: str
     stage_dir: str
 
@@ -45,7 +45,7 @@ def load_checkpoint(stage_dir: str | Path, preset_root: str | Path) -> LoadedMod
     load_into(vlm, stage_dir, merge_lora=False)
     vlm.eval()
     return LoadedModel(cfg, vlm, load_tokenizer(cfg.model.llm, preset_root),
-                       load_image_processor(cfg.model.vision, preset_root), chat_template(cfg), str(stage_dir))
+                       ImagePipeline.load(cfg.model.vision, preset_root), chat_template(cfg), str(stage_dir))
 
 
 @dataclass
@@ -73,7 +73,7 @@ def answer(model: LoadedModel, items: list, images_dir: Path, batch_size: int = 
         conversation = [{"role": "user", "text": markers + item.prompt}]
         ids = prompt_ids(model.tokenizer, model.template, conversation, model.vlm.image_tokens,
                          image_delimiters(model.tokenizer, model.cfg.model.llm))
-        pixels = preprocess_images(model.processor, images, model.cfg.model.vision.image_aspect) if images else None
+        pixels = model.images(images) if images else None
         ready.append((index, ids, pixels))
     ready.sort(key=lambda r: len(r[1]))  # similar lengths batch together: less padding
     stop = stop_token_id(model.tokenizer, model.template)

@@ -89,6 +89,8 @@ def feature_strategy(cfg) -> str:
 
 def check_exportable(cfg) -> None:
     """Everything a config alone tells (before any weights load)."""
+    if cfg.model.fused:
+        _refuse("its vision encoders are fused (features concatenated per patch); Llava holds one vision tower")
     problem = refusal(cfg.model.connector.name)
     if problem:
         _refuse(problem)

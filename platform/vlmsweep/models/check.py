@@ -15,6 +15,7 @@ from .connectors import check_connector
 from .llm import get_llm_family, llm_config
 from .presets import ZooNotBuiltError
 from .templates import get_template
+from .fused import fused_geometry
 from .vision import get_vision_family, vision_geometry
 
 
@@ -33,7 +34,7 @@ def check_variant(cfg: VariantConfig, preset_root: str | Path, offline_ok: bool 
     problems: list[tuple[str, str]] = []
     notes: list[str] = []
 
-    def collect(fn, checkpoint: str = ""):
+    def collect(fn, checkpoint: str = "", field: str = ""):
         try:
             return fn()
         except ZooNotBuiltError as err:  # built by `vlmsweep zoo build`, which a dry-run needn't wait for
@@ -41,22 +42,27 @@ def check_variant(cfg: VariantConfig, preset_root: str | Path, offline_ok: bool 
                 raise
             notes.append(f"{err.problems[0][1]}; its shapes are unverified, stage ids provisional")
         except ConfigError as err:
-            problems.extend(err.problems)
+            # the models layer names `model.vision.<field>`; a fused encoder is `model.vision.<i>.<field>`
+            problems.extend((f.replace("model.vision", field, 1) if field else f, m) for f, m in err.problems)
         except OSError:  # transformers' "can't find / can't reach" for configs
             if not offline_ok:
                 raise
             notes.append(f"{checkpoint}: not available on this machine, its shapes are unverified")
         return None
 
-    vfam = collect(lambda: get_vision_family(cfg.model.vision.family))
+    geometries = []
+    for field, vision in cfg.model.encoders():
+        vfam = collect(lambda: get_vision_family(vision.family), field=field)
+        geometries.append(collect(lambda: vision_geometry(vision, preset_root), vision.checkpoint, field) if vfam else None)
+        if vfam and vfam.prefix_tokens == 0 and vision.feature_select == "cls_patch":
+            problems.append((f"{field}.feature_select", f"family {vision.family!r} has no CLS token; allowed: patch"))
     lfam = collect(lambda: get_llm_family(cfg.model.llm.family))
     if cfg.model.llm.template:
         collect(lambda: get_template(cfg.model.llm.template))
-    geometry = collect(lambda: vision_geometry(cfg.model.vision, preset_root), cfg.model.vision.checkpoint) if vfam else None
     lconf = collect(lambda: llm_config(cfg.model.llm, preset_root), cfg.model.llm.checkpoint) if lfam else None
-    if vfam and vfam.prefix_tokens == 0 and cfg.model.vision.feature_select == "cls_patch":
-        problems.append(("model.vision.feature_select",
-                         f"family {cfg.model.vision.family!r} has no CLS token; allowed: patch"))
+    geometry = geometries[0]
+    if cfg.model.fused:
+        geometry = collect(lambda: fused_geometry(cfg.model.encoders(), preset_root)) if all(geometries) else None
     if geometry and lconf:
         try:
             for msg in check_connector(cfg.model.connector.name, geometry.hidden_size, lconf.hidden_size,
@@ -71,6 +77,9 @@ def check_variant(cfg: VariantConfig, preset_root: str | Path, offline_ok: bool 
         gpu = stage.training.gpus_per_worker > 0
         for component, tune in stage.components().items():
             field = f"stages.{stage.name}.{component}"
+            if tune.mode in ("lora", "qlora") and component == "vision" and cfg.model.fused:
+                problems.append((f"{field}.mode", "LoRA wraps one model, and fused encoders are several; "
+                                                  "allowed for fused encoders: frozen, full, partial"))
             if tune.mode in ("lora", "qlora", "partial") and component == "connector":
                 problems.append((f"{field}.mode", f"{tune.mode!r} needs a layered component; "
                                                   "allowed for the connector: frozen, full"))

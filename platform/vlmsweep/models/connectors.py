@@ -59,6 +59,17 @@ class MLPConnector(_ProjectionConnector):
         super().__init__(num_vision_tokens, nn.Linear(vision_dim, llm_dim), *rest)
 
 
+class FusedMLPConnector(_ProjectionConnector):
+    """Prismatic's projector for fused encoders: Linear(vision_dim, 4·vision_dim) -> GELU ->
+    Linear(→ llm_dim) -> GELU -> Linear(llm_dim, llm_dim); the wide first layer mixes the
+    encoders' concatenated features before they are narrowed to the LLM's width."""
+
+    def __init__(self, vision_dim: int, llm_dim: int, num_vision_tokens: int):
+        wide = 4 * vision_dim
+        super().__init__(num_vision_tokens, nn.Linear(vision_dim, wide), nn.GELU(), nn.Linear(wide, llm_dim),
+                         nn.GELU(), nn.Linear(llm_dim, llm_dim))
+
+
 class LayerNormMLPConnector(_ProjectionConnector):
     """Linear -> LayerNorm -> GELU -> Linear (DeepSpeed-VisualChat style); the LayerNorm
     tames the scale mismatch between vision features and LLM embeddings."""
@@ -245,6 +256,7 @@ CONNECTORS: dict[str, ConnectorSpec] = {
     "identity": ConnectorSpec(IdentityConnector, check=_check_identity),
     "linear": ConnectorSpec(partial(MLPConnector, depth=1)),
     "ln_mlp": ConnectorSpec(LayerNormMLPConnector),
+    "fused_mlp_gelu": ConnectorSpec(FusedMLPConnector),
     "resampler": ConnectorSpec(ResamplerConnector, {"num_queries": 16, "depth": 1, "num_heads": None},
                                lambda t, num_queries, **_: num_queries, _check_resampler),
     # BLIP-2 uses 32 queries, 12 layers, width 768, cross-attention every 2nd layer

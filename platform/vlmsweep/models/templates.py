@@ -99,6 +99,10 @@ TEMPLATES: dict[str, Template] = {
     "gemma": Template(_chat(lambda s, t: (t.bos or "") + (f"{s}\n\n" if s else ""),
                             lambda q, t, i: f"<start_of_turn>user\n{q}<end_of_turn>\n<start_of_turn>model\n",
                             lambda t: "<end_of_turn>", sep="\n"), lambda t: "<end_of_turn>"),
+    # Prismatic's "pure" prompt for base (not chat-tuned) LLMs such as Llama-2: "In: q\nOut: a</s>"
+    "pure": Template(_chat(lambda s, t: (t.bos or "") + (f"{s}\n" if s else ""),
+                           lambda q, t, i: f"In: {q}\nOut: ",
+                           lambda t: t.eos), lambda t: t.eos),
     "mistral": Template(_chat(lambda s, t: (t.bos or "") + (f"{s}\n\n" if s else ""),
                               lambda q, t, i: f"[INST] {q} [/INST]",
                               lambda t: t.eos), lambda t: t.eos),

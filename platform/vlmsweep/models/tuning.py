@@ -14,7 +14,6 @@ from torch import nn
 from vlmsweep.config.schema import StageConfig, TuneConfig
 
 from .stack import block_stack
-from .vision import unused_parameters
 from .vlm import VLM
 
 COMPONENTS = ("vision", "connector", "llm")
@@ -46,9 +45,11 @@ def _set(module: nn.Module, flag: bool) -> None:
 
 def _partial(vlm: VLM, component: str, from_layer: int) -> None:
     module = _module(vlm, component)
-    _, stack = block_stack(module)
-    for layer in list(stack)[from_layer:]:
-        _set(layer, True)
+    # fused encoders: each trains from its own layer `from_layer` up
+    for model in (vlm.vision.encoders() if component == "vision" else [module]):
+        _, stack = block_stack(model)
+        for layer in list(stack)[from_layer:]:
+            _set(layer, True)
     if component == "llm":
         # the final norm and the output head sit above the stack, so they train too;
         # the input embeddings sit below and stay frozen (tied heads follow the embeddings)
@@ -69,6 +70,8 @@ def _lora(vlm: VLM, component: str, tune: TuneConfig) -> None:
             from peft import prepare_model_for_kbit_training
             vlm.llm = prepare_model_for_kbit_training(vlm.llm)
         vlm.llm = get_peft_model(vlm.llm, config)
+    elif len(vlm.vision.encoders()) > 1:  # models.check refuses it first, with the field
+        raise ValueError("LoRA on fused vision encoders is not supported (one adapter wraps one model)")
     else:
         vlm.vision.model = get_peft_model(vlm.vision.model, config)
 
@@ -84,7 +87,7 @@ def apply_tuning(vlm: VLM, stage: StageConfig) -> tuple[list[dict], list[TuneRow
         elif tune.mode in ("lora", "qlora"):
             _lora(vlm, component, tune)
     # modules LLaVA-style features never pass through would get no gradient: never train them
-    for p in unused_parameters(component_module(vlm, "vision"), vlm.vision.family):
+    for p in vlm.vision.unused_parameters():
         p.requires_grad_(False)
 
     groups, rows = [], []

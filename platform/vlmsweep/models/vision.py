@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from transformers import (AutoImageProcessor, CLIPVisionConfig, CLIPVisionModel, Dinov2Config,
-                          Dinov2Model, SiglipVisionConfig, SiglipVisionModel)
+from transformers import (AutoImageProcessor, CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model,
+                          Dinov2WithRegistersConfig, Dinov2WithRegistersModel, SiglipVisionConfig,
+                          SiglipVisionModel)
 from transformers.models.bit import BitImageProcessorPil
 from transformers.models.clip import CLIPImageProcessorPil
 from transformers.models.siglip import SiglipImageProcessorPil
@@ -40,12 +41,16 @@ class VisionFamily:
     unused_modules: tuple[str, ...]
     tiny_config: Callable[[], object]
     tiny_processor: Callable[[int], object]
+    # The encoder interpolates its position embeddings to any input size, so the size it sees
+    # is the processor's, not config.image_size (DINOv2's configs say 518, its processor crops 224).
+    size_from_processor: bool = False
 
 
 # Tiny presets: 32 px images in 8 px patches = a 4x4 grid, 4 layers of width 32.
 _TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
              image_size=32, patch_size=8)
 _MEAN, _STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
+_IMAGENET_MEAN, _IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]   # DINOv2's processors
 
 VISION_FAMILIES: dict[str, VisionFamily] = {
     "clip": VisionFamily(
@@ -62,7 +67,18 @@ VISION_FAMILIES: dict[str, VisionFamily] = {
         Dinov2Model, ("dinov2",), 1, ("layernorm", "embeddings.mask_token"),
         lambda: Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, mlp_ratio=2,
                              image_size=32, patch_size=8),
-        lambda px: BitImageProcessorPil(size={"shortest_edge": px}, crop_size={"height": px, "width": px})),
+        lambda px: BitImageProcessorPil(size={"shortest_edge": px}, crop_size={"height": px, "width": px},
+                                        image_mean=_IMAGENET_MEAN, image_std=_IMAGENET_STD),
+        size_from_processor=True),
+    # DINOv2 with 4 register tokens after CLS (Darcet et al. 2024), Prismatic's DINOv2; its
+    # features drop CLS and registers alike
+    "dinov2_reg": VisionFamily(
+        Dinov2WithRegistersModel, ("dinov2_with_registers",), 5, ("layernorm", "embeddings.mask_token"),
+        lambda: Dinov2WithRegistersConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, mlp_ratio=2,
+                                          image_size=32, patch_size=8, num_register_tokens=4),
+        lambda px: BitImageProcessorPil(size={"shortest_edge": px}, crop_size={"height": px, "width": px},
+                                        image_mean=_IMAGENET_MEAN, image_std=_IMAGENET_STD),
+        size_from_processor=True),
 }
 
 
@@ -126,20 +142,41 @@ class VisionGeometry:
     grid: int            # patches per side
     depth: int           # encoder layers that run (up to the feature layer)
     full_depth: int
+    image_size: int      # pixels per side the encoder is fed
 
 
 def vision_geometry(cfg: VisionConfig, preset_root: str | Path) -> VisionGeometry:
     config = vision_config(cfg, preset_root)
     family = get_vision_family(cfg.family)
-    grid = config.image_size // config.patch_size
+    if cfg.image_size and not family.size_from_processor:
+        raise ConfigError([("model.vision.image_size", f"family {cfg.family!r} has position embeddings for "
+                                                       f"{config.image_size} px only; leave image_size unset")])
+    size = processed_size(cfg, preset_root) if family.size_from_processor else config.image_size
+    grid = size // config.patch_size
     prefix = family.prefix_tokens if cfg.feature_select == "cls_patch" else 0
     return VisionGeometry(config.hidden_size, grid * grid + prefix, grid,
-                          feature_depth(config.num_hidden_layers, cfg.feature_layer), config.num_hidden_layers)
+                          feature_depth(config.num_hidden_layers, cfg.feature_layer), config.num_hidden_layers, size)
 
 
 def load_image_processor(cfg: VisionConfig, preset_root: str | Path):
-    return AutoImageProcessor.from_pretrained(resolve_checkpoint(cfg, preset_root),
-                                              trust_remote_code=cfg.trust_remote_code)
+    processor = AutoImageProcessor.from_pretrained(resolve_checkpoint(cfg, preset_root),
+                                                   trust_remote_code=cfg.trust_remote_code)
+    if cfg.image_size:   # resize (and crop) to the asked size, whatever the processor's own rule
+        n = cfg.image_size
+        processor.size = {"shortest_edge": n} if getattr(processor.size, "shortest_edge", None) else {"height": n, "width": n}
+        if getattr(processor, "crop_size", None):
+            processor.crop_size = {"height": n, "width": n}
+    return processor
+
+
+def processed_size(cfg: VisionConfig, preset_root: str | Path) -> int:
+    """The side of the square images the encoder's own processor produces, measured on one
+    image: crop and resize settings vary by processor class, the output doesn't lie."""
+    pixels = preprocess_images(load_image_processor(cfg, preset_root), [Image.new("RGB", (64, 64))], cfg.image_aspect)
+    if pixels.shape[2] != pixels.shape[3]:
+        raise ConfigError([("model.vision.checkpoint", f"{cfg.checkpoint!r}'s processor makes "
+                                                       f"{pixels.shape[3]}×{pixels.shape[2]} images; square ones are needed")])
+    return int(pixels.shape[2])
 
 
 def preprocess_images(processor, images: list[Image.Image], image_aspect: str) -> np.ndarray:
@@ -148,6 +185,24 @@ def preprocess_images(processor, images: list[Image.Image], image_aspect: str) -
     if image_aspect == "pad":
         images = [pad_to_square(im, processor.image_mean) for im in images]
     return np.asarray(processor(images=images, return_tensors="np")["pixel_values"], dtype=np.float32)
+
+
+class ImagePipeline:
+    """Images → the pixels a vision tower takes: each encoder's own processor and aspect rule,
+    and for fused encoders their pixels stacked along channels ([n, 3 × encoders, H, W]: the
+    encoders share one input size, models/fused.py)."""
+
+    def __init__(self, parts: list[tuple[object, str]]):
+        self.parts = parts   # (processor, image_aspect) per encoder
+
+    @classmethod
+    def load(cls, vision: VisionConfig | list[VisionConfig], preset_root: str | Path) -> "ImagePipeline":
+        encoders = vision if isinstance(vision, list) else [vision]
+        return cls([(load_image_processor(v, preset_root), v.image_aspect) for v in encoders])
+
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        pixels = [preprocess_images(processor, images, aspect) for processor, aspect in self.parts]
+        return pixels[0] if len(pixels) == 1 else np.concatenate(pixels, axis=1)
 
 
 def unused_parameters(model: nn.Module, family: VisionFamily) -> list[nn.Parameter]:
@@ -183,6 +238,18 @@ class VisionTower(nn.Module):
         for p in unused_parameters(self.model, self.family):
             p.requires_grad_(False)
         self.keep_prefix = cfg.feature_select == "cls_patch"
+
+    def encoders(self) -> list[nn.Module]:
+        return [self.model]
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        model = self.model.get_base_model() if hasattr(self.model, "peft_config") else self.model
+        return unused_parameters(model, self.family)
+
+    def blank(self, device, dtype) -> torch.Tensor:
+        """One all-zero image of the input size (keeps the tower in the graph of a text-only batch)."""
+        size = self.geometry.image_size
+        return torch.zeros(1, 3, size, size, device=device, dtype=dtype)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         dtype = next(self.model.parameters()).dtype

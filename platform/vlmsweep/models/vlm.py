@@ -19,6 +19,7 @@ from vlmsweep.config.schema import ModelConfig
 from .attention import VARLEN, attention_implementation
 from .connectors import build_connector
 from .llm import llm_config, load_llm
+from .fused import FusedVisionTower, build_vision_tower
 from .vision import VisionTower
 
 # LLaVA's convention: a negative id can never collide with a vocabulary entry
@@ -27,7 +28,7 @@ IGNORE_INDEX = -100
 
 
 class VLM(nn.Module):
-    def __init__(self, vision: VisionTower, connector: nn.Module, llm: nn.Module):
+    def __init__(self, vision: VisionTower | FusedVisionTower, connector: nn.Module, llm: nn.Module):
         super().__init__()
         self.vision, self.connector, self.llm = vision, connector, llm
         self._default_attention = llm.config._attn_implementation
@@ -49,8 +50,7 @@ class VLM(nn.Module):
                 # rank whose batch is text-only would skip the vision/connector buckets and the
                 # ranks would desynchronise (gloo aborts). A zero-weighted blank image keeps
                 # every trainable parameter in the graph with a zero gradient.
-                size = self.vision.model.config.image_size
-                blank = torch.zeros(1, 3, size, size, device=embeds.device, dtype=embeds.dtype)
+                blank = self.vision.blank(embeds.device, embeds.dtype)
                 embeds = embeds + 0.0 * self.connector(self.vision(blank)).sum()
             return embeds
         features = self.connector(self.vision(pixel_values))
@@ -94,7 +94,7 @@ class VLM(nn.Module):
 def build_vlm(cfg: ModelConfig, preset_root: str | Path, dtype: torch.dtype = torch.float32,
               quantize_llm: bool = False) -> VLM:
     """Assemble a VLM from pretrained parts (the connector is freshly initialised)."""
-    vision = VisionTower(cfg.vision, preset_root)
+    vision = build_vision_tower(cfg, preset_root)
     llm = load_llm(cfg.llm, preset_root, dtype=dtype, quantize_4bit=quantize_llm)
     connector = build_connector(cfg.connector.name, vision.geometry.hidden_size,
                                 llm_config(cfg.llm, preset_root).hidden_size,

@@ -63,7 +63,7 @@ class VLMChat:
         adapters = sorted(c for c, e in manifest["components"].items() if e.get("lora"))
         m = self.cfg.model
         self.description = (f"stage {manifest['stage']} of {self.cfg.name}: "
-                            f"{m.vision.family} ({m.vision.checkpoint}) + {m.connector.name} + "
+                            f"{' ⊕ '.join(f'{v.family} ({v.checkpoint})' for _, v in m.encoders())} + {m.connector.name} + "
                             f"{m.llm.family} ({m.llm.checkpoint}), template {model.template}, "
                             f"{self.vlm.image_tokens} tokens per image"
                             + (f", LoRA on {'+'.join(adapters)} {lora}" if adapters else "")
@@ -73,7 +73,6 @@ class VLMChat:
         """(input ids [1, n], pixel values or None) for the conversation, as evaluation builds them."""
         from vlmsweep.data.tokenize import prompt_ids
         from vlmsweep.models.llm import image_delimiters
-        from vlmsweep.models.vision import preprocess_images
 
         conversation, images = [], []
         for turn in turns:
@@ -85,8 +84,7 @@ class VLMChat:
                 conversation.append({"role": "assistant", "text": turn.text})
         ids = prompt_ids(self.model.tokenizer, self.model.template, conversation, self.vlm.image_tokens,
                          image_delimiters(self.model.tokenizer, self.cfg.model.llm))
-        pixels = (torch.from_numpy(preprocess_images(self.model.processor, images, self.cfg.model.vision.image_aspect))
-                  if images else None)
+        pixels = torch.from_numpy(self.model.images(images)) if images else None
         return torch.from_numpy(np.asarray(ids))[None], pixels
 
     @torch.no_grad()
@@ -114,7 +112,7 @@ def _load_merged(stage_dir: str, preset_root: str):
     from vlmsweep.eval.generate import LoadedModel
     from vlmsweep.models.check import chat_template
     from vlmsweep.models.llm import load_tokenizer
-    from vlmsweep.models.vision import load_image_processor
+    from vlmsweep.models.vision import ImagePipeline
     from vlmsweep.models.vlm import build_vlm
     from vlmsweep.train.stage_output import load_into, read_config
 
@@ -124,7 +122,7 @@ def _load_merged(stage_dir: str, preset_root: str):
     load_into(vlm, stage_dir, merge_lora=True)
     vlm.eval()
     return LoadedModel(cfg, vlm, load_tokenizer(cfg.model.llm, preset_root),
-                       load_image_processor(cfg.model.vision, preset_root), chat_template(cfg), str(stage_dir))
+                       ImagePipeline.load(cfg.model.vision, preset_root), chat_template(cfg), str(stage_dir))
 
 
 def _check_context(prompt: int, new: int, context: int) -> None:

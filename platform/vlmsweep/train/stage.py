@@ -26,7 +26,7 @@ from vlmsweep.models.check import chat_template
 from vlmsweep.models.connectors import connector_output_tokens
 from vlmsweep.models.llm import load_tokenizer
 from vlmsweep.models.presets import zoo_key
-from vlmsweep.models.vision import vision_config, vision_geometry
+from vlmsweep.models.fused import model_geometry
 
 from .stage_output import is_complete, read_manifest
 
@@ -52,7 +52,7 @@ def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict |
     rebuilt in place when the world or the zoo spec changes); see weights_identity.
     mixes: per stage, the identity of the text-only mix its split gets (None where it gets
     none: a captions split is the same whatever data.text_only_ratio says)."""
-    model = cfg.model.model_dump(mode="json")
+    model = {**cfg.model.model_dump(mode="json"), "vision": vision_identity(cfg)}
     if not cfg.model.llm.image_delimiters:   # absent when off: ids from before the option stay valid
         del model["llm"]["image_delimiters"]
     payload = {"model": model, "data": data_identity, "seed": cfg.seed,
@@ -65,14 +65,25 @@ def stage_id(cfg: VariantConfig, index: int, data_identity: str, weights: dict |
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def vision_identity(cfg: VariantConfig) -> dict | list:
+    """model.vision as JSON, without `image_size` where unset: ids (and prepared-data keys) from
+    before the field existed stay valid."""
+    vision = cfg.model.model_dump(mode="json")["vision"]
+    for encoder in vision if cfg.model.fused else [vision]:
+        if encoder["image_size"] is None:
+            del encoder["image_size"]
+    return vision
+
+
 def weights_identity(cfg: VariantConfig, work: WorkDir) -> dict:
     """{component: content key} for zoo:<name> checkpoints ("unbuilt" before `vlmsweep zoo build`)."""
-    if not any((m.checkpoint or "").startswith("zoo:") for m in (cfg.model.vision, cfg.model.llm)):
+    zoo = [(field.removeprefix("model."), m) for field, m in cfg.model.checkpoints()
+           if (m.checkpoint or "").startswith("zoo:")]
+    if not zoo:
         return {}
     preset_root = work.model_root()
-    return {part: zoo_key(m.checkpoint, preset_root) or "unbuilt"
-            for part, m in (("vision", cfg.model.vision), ("llm", cfg.model.llm))
-            if (m.checkpoint or "").startswith("zoo:")}
+    # keys "vision" / "llm", and "vision.<i>" for fused encoders
+    return {part: zoo_key(m.checkpoint, preset_root) or "unbuilt" for part, m in zoo}
 
 
 def text_only_mix(cfg: VariantConfig, shard_dir: str) -> TextOnlyMix | None:
@@ -83,15 +94,16 @@ def text_only_mix(cfg: VariantConfig, shard_dir: str) -> TextOnlyMix | None:
 def prep_spec(cfg: VariantConfig, index: int, work: WorkDir) -> PrepSpec:
     stage = cfg.recipe.stages[index]
     preset_root = work.model_root()
-    geometry = vision_geometry(cfg.model.vision, preset_root)
-    size = vision_config(cfg.model.vision, preset_root).image_size
+    geometry = model_geometry(cfg.model, preset_root)
+    channels = 3 * len(cfg.model.encoders())   # fused encoders' pixels are stacked along channels
+    size = geometry.image_size
     return PrepSpec(
-        vision=cfg.model.vision.model_dump(mode="json"), llm=cfg.model.llm.model_dump(mode="json"),
+        vision=vision_identity(cfg), llm=cfg.model.llm.model_dump(mode="json"),
         work=work.uri,
         template="plain" if stage.template == "plain" else chat_template(cfg),
         image_tokens=connector_output_tokens(cfg.model.connector.name, geometry.num_tokens,
                                              dict(cfg.model.connector.options)),
-        image_shape=(3, size, size), max_length=stage.training.max_length, overlong=stage.training.overlong)
+        image_shape=(channels, size, size), max_length=stage.training.max_length, overlong=stage.training.overlong)
 
 
 @dataclass
