@@ -10,12 +10,13 @@ from vlmsweep.config.errors import ConfigError
 from vlmsweep.config.schema import DataConfig
 from vlmsweep.config.workdir import WorkDir
 
-from .shards import read_manifest
-from .world import build_world
+from .shards import MANIFEST, read_manifest
+from .world import build_world, llava_mix
 
 
-# Bump when the world generator's output changes (new splits, benchmark sets, wording):
+# Bump when the world generator's output changes (new splits it writes, benchmark sets, wording):
 # a world built by an older generator then lives in another directory, never reused stale.
+# On-demand splits (ON_DEMAND_SPLITS) carry versions of their own instead.
 WORLD_VERSION = 3
 
 
@@ -42,11 +43,38 @@ def ensure_world(data: DataConfig, work: WorkDir) -> str:
     return root
 
 
+# Splits built on first request, beside the world's own, rather than by build_world: adding one
+# leaves WORLD_VERSION, the bytes of every existing split and so the zoo's cache key (which holds
+# WORLD_VERSION) as they were, a world built before the split existed gains it without a rebuild,
+# and worlds that never use it never pay for it. Each lives in a folder named by its generator's
+# version, as the benchmark sets do, so a changed generator never reuses a stale copy.
+# name (as data.splits names it) -> (folder under the world, builder(out_dir, seed, size, image_size))
+ON_DEMAND_SPLITS = {
+    llava_mix.SPLIT: (f"{llava_mix.SPLIT}-v{llava_mix.VERSION}", llava_mix.build_llava_mix),
+}
+
+
+def ensure_on_demand_split(data: DataConfig, work: WorkDir, name: str) -> str:
+    """The shard dir of on-demand split `name` of the world for `data`, built on first use.
+    Built under this node's cache and uploaded, manifest last: present means complete."""
+    folder, build = ON_DEMAND_SPLITS[name]
+    target = storage.join(ensure_world(data, work), folder)
+    if not storage.exists(storage.join(target, MANIFEST)):
+        local = work.local_root / "data" / world_name(data) / folder
+        if not (local / MANIFEST).is_file():
+            s = data.synthetic
+            build(local, seed=s.seed, size=s.size, image_size=s.image_size)
+        storage.upload_dir(local, target, last=MANIFEST)
+    return target
+
+
 def ensure_splits(data: DataConfig, work: WorkDir) -> dict[str, str]:
-    """split name -> shard dir (absolute path or URI), generating the synthetic world on first use."""
+    """split name -> shard dir (absolute path or URI), generating the synthetic world on first use
+    (and an on-demand split the first time a config names it)."""
     if data.source == "synthetic":
         root = ensure_world(data, work)
-        dirs = {split: storage.join(root, sub) for split, sub in data.splits.items()}
+        dirs = {split: ensure_on_demand_split(data, work, sub) if sub in ON_DEMAND_SPLITS
+                else storage.join(root, sub) for split, sub in data.splits.items()}
     else:
         # ${VLMSWEEP_DATA}-style variables let one grid file serve every machine
         dirs = {split: storage.normalize(os.path.expandvars(path)) for split, path in data.splits.items()}

@@ -89,16 +89,20 @@ def caption_items(seed: int, n: int, image_size: int) -> Iterator[tuple[Item, It
 
 # ---- instruct mix ----------------------------------------------------------------------
 
-def instruct_plan(seed: int, n: int) -> list[str]:
+def plan_kinds(mix: dict[str, float], n: int, shuffle_seed: str) -> list[str]:
     """Exactly-proportioned kinds (largest remainder), shuffled: every kind appears even
     in tiny builds, and counts per source are known up front."""
-    raw = {k: w * n / sum(MIX.values()) for k, w in MIX.items()}
+    raw = {k: w * n / sum(mix.values()) for k, w in mix.items()}
     alloc = {k: int(v) for k, v in raw.items()}
     for k in sorted(raw, key=lambda k: alloc[k] - raw[k])[: n - sum(alloc.values())]:
         alloc[k] += 1
-    plan = [k for k in MIX for _ in range(alloc[k])]
-    random.Random(f"{seed}/instruct/plan").shuffle(plan)
+    plan = [k for k in mix for _ in range(alloc[k])]
+    random.Random(shuffle_seed).shuffle(plan)
     return plan
+
+
+def instruct_plan(seed: int, n: int) -> list[str]:
+    return plan_kinds(MIX, n, f"{seed}/instruct/plan")
 
 
 def _image_turn(text: str, n_images: int = 1) -> dict:
