@@ -28,7 +28,6 @@ from vlmsweep.export.chat_template import jinja_template
 from vlmsweep.export.cli import add_export_parser
 from vlmsweep.models.llm import load_tokenizer
 from vlmsweep.models.templates import render
-from vlmsweep.models.vision import preprocess_images
 from vlmsweep.models.vlm import IMAGE_TOKEN_ID, build_vlm
 from vlmsweep.train.stage_output import save_stage
 from vlmsweep.train.worker import build_stage_model

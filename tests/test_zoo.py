@@ -25,7 +25,8 @@ LMS = {"tinyllama": ("llama", "LlamaForCausalLM", "<s>", "</s>"),
        "stablelm": ("stablelm", "StableLmForCausalLM", None, "<|endoftext|>"),
        "phi": ("phi", "PhiForCausalLM", None, "<|endoftext|>"),
        "mistral": ("mistral", "MistralForCausalLM", "<s>", "</s>")}
-VISIONS = {"clip": ("clip", "CLIPVisionModel", 16), "siglip": ("siglip", "SiglipVisionModel", 36)}
+VISIONS = {"clip": ("clip", "CLIPVisionModel", 16), "siglip": ("siglip", "SiglipVisionModel", 36),
+           "dinov2": ("dinov2", "Dinov2Model", 36)}
 
 
 def _snapshot(root: Path) -> dict:
@@ -58,7 +59,10 @@ def test_every_artifact_built_with_card(zoo):
 
 
 def test_loss_dropped(zoo):
-    for name in (*LMS, *VISIONS):
+    # not DINOv2's: a self-distillation loss first rises while the teacher sharpens (its
+    # targets move), flat still after 150 tiny steps, down only over the small zoo's 1000
+    # (8.5 -> 4.6); test_the_zoo_dinov2_is_image_only_with_imagenet_pixels checks collapse
+    for name in (*LMS, *(v for v in VISIONS if v != "dinov2")):
         info = zoo["built"][name]
         assert info["final_loss"] < info["first_loss"], (name, info["losses"])
 
@@ -105,8 +109,23 @@ def test_vision_towers_load_by_zoo_name(zoo):
         assert tuple(pixels.shape[-2:]) == (side, side)
         with torch.no_grad():
             assert tower(pixels).shape[1] == geometry.num_tokens
-        patches[name] = n_patches
+        patches[name] = geometry.grid
     assert patches["siglip"] > patches["clip"]
+    # fused DINOv2 + SigLIP features are concatenated per patch: one grid for both (6x6)
+    assert patches["dinov2"] == patches["siglip"] == 6
+
+
+def test_the_zoo_dinov2_is_image_only_with_imagenet_pixels(zoo):
+    """No text tower, no tokenizer in its key, DINOv2's own pixel statistics, and no collapse."""
+    info = zoo["built"]["dinov2"]
+    assert info["objective"] == "self_distill" and "tokenizer_hash" not in info
+    assert info["spec"]["text_hidden"] is None and info["prototypes_used"] > 1
+    processor = load_image_processor(VisionConfig(family="dinov2", checkpoint="zoo:dinov2"), zoo["presets"])
+    assert type(processor).__name__.startswith("BitImageProcessor")
+    assert list(processor.image_mean) == pytest.approx([0.485, 0.456, 0.406])
+    assert list(processor.image_std) == pytest.approx([0.229, 0.224, 0.225])
+    card = (Path(info["path"]) / "README.md").read_text()
+    assert "self-distillation" in card and "zoo:tokenizer" not in card
 
 
 def test_vision_features_are_centred_over_the_world(zoo):
@@ -137,6 +156,55 @@ def test_second_build_is_a_cache_hit(zoo):
     assert all(info["cached"] for info in again.values())
     assert _snapshot(zoo["root"]) == before
     assert {n: i["key"] for n, i in again.items()} == {n: i["key"] for n, i in zoo["built"].items()}
+    # one part alone: an image-only encoder needs no tokenizer
+    assert set(build_zoo(zoo["root"], "tiny", log=lambda _: None, steps=STEPS, only=["dinov2"])) == {"dinov2"}
+    assert set(build_zoo(zoo["root"], "tiny", log=lambda _: None, steps=STEPS, only=["clip"])) == {"tokenizer", "clip"}
+    with pytest.raises(ConfigError):
+        build_zoo(zoo["root"], "tiny", steps=STEPS, only=["dinov3"])
+
+
+def test_the_dinov2_spec_shares_siglips_grid_and_leaves_the_other_keys_alone():
+    """The zoo DINOv2 sees SigLIP's 6x6 grid in every size, and adding it (with the spec fields it
+    brought) left the cache keys of the artifacts built before it unchanged."""
+    from dataclasses import asdict
+
+    from vlmsweep.zoo.spec import content_key, world_identity, zoo_spec
+
+    for size in ("tiny", "small"):
+        spec = zoo_spec(size)
+        visions = {v.name: v for v in spec.visions}
+        dino, siglip = visions["dinov2"], visions["siglip"]
+        assert dino.image_size // dino.patch_size == siglip.image_size // siglip.patch_size == 6
+        assert dino.hidden == siglip.hidden and dino.self_distill and not dino.uses_text
+        (short,) = [v for v in zoo_spec(size, {"dinov2": 7}).visions if v.name == "dinov2"]
+        assert short.steps == 7 and short.self_distill == dino.self_distill  # steps override keeps the rest
+        world = world_identity(spec)
+        new_fields = ("self_distill",)
+        for vis in (visions["clip"], siglip):
+            old = {k: v for k, v in asdict(vis).items() if k not in new_fields}
+            assert content_key("vision", vis, world, "tok") == content_key("vision", old, world, "tok")
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip", "dinov2"])
+def test_center_features_zeroes_the_patch_mean_of_layer_minus_2(family):
+    """Folding the mean into the right bias works for each family's layer, including DINOv2's,
+    whose MLP output is scaled by LayerScale's lambda before the residual add (here random,
+    far from 1, so a shift that forgot to divide by it would fail)."""
+    from vlmsweep.models.vision import get_vision_family
+    from vlmsweep.zoo.jobs import center_features
+
+    torch.manual_seed(0)
+    fam = get_vision_family(family)
+    model = fam.model_class(fam.tiny_config()).eval()
+    for name, param in model.named_parameters():
+        if name.endswith("lambda1"):
+            param.data.uniform_(0.2, 3.0)
+    side = model.config.image_size
+    pixels = torch.randn(40, 3, side, side) + 0.5
+    removed = center_features(model, pixels, -2, fam.prefix_tokens)
+    with torch.no_grad():
+        patches = model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][:, fam.prefix_tokens:]
+    assert removed > 0.1 and patches.mean(dim=(0, 1)).norm() < 1e-4 * removed + 1e-5
 
 
 def test_unknown_zoo_name_lists_built(zoo):
@@ -184,3 +252,19 @@ def test_the_dsvl_miniature_runs_on_the_zoo(zoo):
                    sets=[*TINY, "eval.benchmarks=[]"])
     assert "sweep dsvl-mini: 2 stage(s) run" in log and "DSVL-7B-text0.3: FINISHED" in log
     assert "[projector] text-only mix: kept" in log and "[finetune] text-only mix: kept" in log
+
+
+def test_the_prismatic_miniature_runs_on_the_zoo(zoo):
+    """experiments/mini/prismatic.yaml's fused variant at tiny sizes: zoo:dinov2 and zoo:siglip on
+    one 6×6 grid, each through its own processor, concatenated into fused_mlp_gelu, one stage."""
+    log = run_mini(zoo["root"], "experiments/mini/prismatic.yaml", "sweep", "--variant",
+                   "prism-dinosiglip-controlled+7b", sets=[*TINY, "eval.benchmarks=[pope]", "eval.max_new_tokens=2"])
+    assert "sweep prismatic-mini: 2 stage(s) run" in log and "prism-dinosiglip-controlled+7b: FINISHED" in log
+
+
+def test_the_encoder_study_miniature_runs_on_the_zoo(zoo):
+    """experiments/mini/encoders.yaml's DINOv2 variant (zoo:dinov2 alone; the fused one is the
+    Prismatic miniature's) at tiny sizes."""
+    log = run_mini(zoo["root"], "experiments/mini/encoders.yaml", "sweep", "--variant", "enc-dinov2-seed0",
+                   sets=[*TINY, "eval.benchmarks=[]"])
+    assert "sweep encoder-study-mini: 1 stage(s) run" in log and "enc-dinov2-seed0: FINISHED" in log

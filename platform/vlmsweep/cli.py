@@ -230,7 +230,7 @@ def cmd_zoo_build(args) -> int:
         loss = info.get("final_loss")
         print(f"{name:<10} {info.get('params') or '-':>10} {f'{loss:.3f}' if loss is not None else '-':>11}  "
               f"{info['path']}{'  (cached)' if info.get('cached') else ''}")
-    print("use them as checkpoints: zoo:tinyllama, zoo:stablelm, zoo:phi, zoo:mistral, zoo:clip, zoo:siglip")
+    print("use them as checkpoints: " + ", ".join(f"zoo:{name}" for name in built if name != "tokenizer"))
     return 0
 
 
@@ -278,7 +278,7 @@ def parser() -> argparse.ArgumentParser:
     zb = zoo.add_parser("build", help="pretrain the tiny tokenizer, LMs and vision encoders on the world (cached)")
     zb.add_argument("--work-dir", help="work dir (default ./.vlmsweep); the zoo goes in WORK_DIR/zoo")
     zb.add_argument("--size", default="small",
-                    help="small (default: what experiments/mini uses, ~12 min cold on 2 cores) | tiny (seconds; for tests)")
+                    help="small (default: what experiments/mini uses, ~14 min cold on 2 cores) | tiny (seconds; for tests)")
     zb.set_defaults(fn=cmd_zoo_build)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import (AutoImageProcessor, CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model,
                           Dinov2WithRegistersConfig, Dinov2WithRegistersModel, SiglipVisionConfig,
                           SiglipVisionModel)
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.bit import BitImageProcessorPil
 from transformers.models.clip import CLIPImageProcessorPil
 from transformers.models.siglip import SiglipImageProcessorPil
@@ -50,7 +51,7 @@ class VisionFamily:
 _TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
              image_size=32, patch_size=8)
 _MEAN, _STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
-_IMAGENET_MEAN, _IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]   # DINOv2's processors
+_IMAGENET_MEAN, _IMAGENET_STD = list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD)   # DINOv2's processors
 
 VISION_FAMILIES: dict[str, VisionFamily] = {
     "clip": VisionFamily(

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -131,30 +131,41 @@ def _build_tokenizer(session: _Session, out: Path) -> dict:
 
 
 def build_zoo(work_root: str | Path, size: str = "small", log: Callable[[str], None] = print, *,
-              steps: int | dict[str, int] | None = None, seed: int = 0, num_cpus: int | None = None) -> dict:
+              steps: int | dict[str, int] | None = None, seed: int = 0, num_cpus: int | None = None,
+              only: Iterable[str] | None = None) -> dict:
     """Build (or reuse) every zoo artifact; returns {name: zoo.json info + "path", "cached"}.
 
     `steps` overrides the training steps of every job (int) or of named jobs (dict, e.g.
     {"phi": 50}); `seed` seeds the world and the training; `num_cpus` sizes a Ray cluster
-    this call starts (an already running one is reused and left running).
+    this call starts (an already running one is reused and left running); `only` names the
+    parts to build (e.g. {"dinov2"}), plus the tokenizer when one of them needs it.
     """
     from tokenizers import Tokenizer
 
-    from . import jobs
+    from . import jobs, self_distill
     from .text import family_tokenizer
 
     spec = zoo_spec(size, steps, seed)
+    names = [p.name for p in (*spec.lms, *spec.visions)]
+    wanted = set(names if only is None else only)
+    if wanted - set(names):
+        from vlmsweep.config.errors import ConfigError
+
+        raise ConfigError([("zoo.only", f"unknown part(s) {sorted(wanted - set(names))}; allowed: {names}")])
+    lms = [lm for lm in spec.lms if lm.name in wanted]
+    visions = [vis for vis in spec.visions if vis.name in wanted]
     zoo = Path(work_root).expanduser().resolve() / "zoo"
     session = _Session(zoo, spec, num_cpus, log)
     world = world_identity(spec)
     out: dict[str, dict] = {}
     try:
-        out["tokenizer"] = _ensure(zoo / "tokenizer", content_key("tokenizer", spec.vocab_size, world),
-                                   lambda d: _build_tokenizer(session, d), log)
-        tok_hash = out["tokenizer"]["content_hash"]
         tok_dir = str(zoo / "tokenizer")
+        if lms or any(vis.uses_text for vis in visions):
+            out["tokenizer"] = _ensure(zoo / "tokenizer", content_key("tokenizer", spec.vocab_size, world),
+                                       lambda d: _build_tokenizer(session, d), log)
+            tok_hash = out["tokenizer"]["content_hash"]
 
-        for lm in spec.lms:
+        for lm in lms:
             def write_lm(d: Path, lm=lm) -> dict:
                 family_tokenizer(Tokenizer.from_file(str(Path(tok_dir) / "bpe.json")), lm.family).save_pretrained(d)
                 job = {"spec": asdict(lm), "out_dir": str(d), "world_dir": str(session.world()), "seed": seed}
@@ -162,13 +173,19 @@ def build_zoo(work_root: str | Path, size: str = "small", log: Callable[[str], N
                         "tokenizer_hash": tok_hash, **session.fit(jobs.lm_pretrain, job, lm.name)}
             out[lm.name] = _ensure(zoo / lm.name, content_key("llm", lm, world, tok_hash), write_lm, log)
 
-        for vis in spec.visions:
-            def write_vision(d: Path, vis=vis) -> dict:
-                job = {"spec": asdict(vis), "out_dir": str(d), "world_dir": str(session.world()),
-                       "tokenizer_dir": tok_dir, "seed": seed}
+        for vis in visions:
+            # an image-only encoder (self-distillation) never reads the tokenizer: it stays out
+            # of the job and the key, so a new tokenizer doesn't rebuild it
+            text = {"tokenizer_hash": tok_hash} if vis.uses_text else {}
+
+            def write_vision(d: Path, vis=vis, text=text) -> dict:
+                job = {"spec": asdict(vis), "out_dir": str(d), "world_dir": str(session.world()), "seed": seed,
+                       **({"tokenizer_dir": tok_dir} if text else {})}
+                loop = jobs.vision_pretrain if text else self_distill.vision_self_distill
                 return {"kind": "vision", "family": vis.family, "spec": asdict(vis), "world": world,
-                        "tokenizer_hash": tok_hash, **session.fit(jobs.vision_pretrain, job, vis.name)}
-            out[vis.name] = _ensure(zoo / vis.name, content_key("vision", vis, world, tok_hash), write_vision, log)
+                        **text, **session.fit(loop, job, vis.name)}
+            out[vis.name] = _ensure(zoo / vis.name, content_key("vision", vis, world, *text.values()),
+                                    write_vision, log)
     finally:
         session.close()
     for name, info in out.items():

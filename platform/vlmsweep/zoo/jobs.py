@@ -129,7 +129,7 @@ def vision_pretrain(job: dict) -> dict:
     from vlmsweep.models.vision import get_vision_family, preprocess_images
 
     started = time.time()
-    spec, out = job["spec"], Path(job["out_dir"])
+    spec = job["spec"]
     _setup(job)
     family = get_vision_family(spec["family"])
     tok = PreTrainedTokenizerFast.from_pretrained(job["tokenizer_dir"])
@@ -159,14 +159,27 @@ def vision_pretrain(job: dict) -> dict:
     vision = model.vision_model
     if not isinstance(vision, family.model_class):  # transformers 5 keeps the tower as its own model class
         raise TypeError(f"{type(model).__name__}.vision_model is {type(vision).__name__}, not {family.model_class.__name__}")
+    return _finish_vision(vision, processor, pixels, job, losses, started, pairs=len(samples))
+
+
+def _finish_vision(vision, processor, pixels: torch.Tensor, job: dict, losses: list[float], started: float,
+                   **extra) -> dict:
+    """Centre the features VLMs read, save the tower and its processor, summarise."""
+    spec, family = job["spec"], _family(job["spec"])
     offset = center_features(vision, pixels, spec["center_layer"], family.prefix_tokens) \
         if spec["center_layer"] is not None else None
     if _rank0():
-        vision.save_pretrained(out)
-        processor.save_pretrained(out)
+        vision.save_pretrained(job["out_dir"])
+        processor.save_pretrained(job["out_dir"])
     grid = spec["image_size"] // spec["patch_size"]
-    return _summary(vision, losses, started, num_patches=grid * grid, pairs=len(samples),
+    return _summary(vision, losses, started, num_patches=grid * grid, **extra,
                     centred_layer=spec["center_layer"], removed_offset_norm=offset)
+
+
+def _family(spec: dict):
+    from vlmsweep.models.vision import get_vision_family
+
+    return get_vision_family(spec["family"])
 
 
 def center_features(vision, pixels: torch.Tensor, layer: int, prefix_tokens: int = 0) -> float:
@@ -177,20 +190,53 @@ def center_features(vision, pixels: torch.Tensor, layer: int, prefix_tokens: int
     alike after the LLM's norm, and a VLM trained on them learned as well with shuffled images
     as with the right ones. Folding the mean into the bias of the MLP output projection of
     the layer that writes hidden_states[layer] removes it exactly (that bias adds straight
-    into the residual stream) and leaves a standard checkpoint. The mean is over patch tokens
-    (not CLIP's CLS, which VLMs drop). Returns the removed mean's norm.
+    into the residual stream, times the layer's output gain) and leaves a standard checkpoint.
+    The mean is over patch tokens (not CLIP's or DINOv2's CLS, which VLMs drop). Returns the
+    removed mean's norm.
     """
-    vision.eval()
-    with torch.no_grad():
+    from vlmsweep.models.stack import block_stack
+
+    def patch_mean():
         total, count = 0.0, 0
         for chunk in pixels.split(256):
             states = vision(pixel_values=chunk, output_hidden_states=True).hidden_states
             patches = states[layer][:, prefix_tokens:]
             total = total + patches.sum(dim=(0, 1))
             count += patches.shape[0] * patches.shape[1]
-        index = layer % len(states)  # hidden_states[0] is the embeddings, [i] layer i-1's output
+        return total / count, len(states)
+
+    vision.eval()
+    with torch.no_grad():
+        mean, n_states = patch_mean()
+        index = layer % n_states  # hidden_states[0] is the embeddings, [i] layer i-1's output
         if index == 0:
             raise ValueError("center_layer must name an encoder layer's output, not the embeddings")
-        mean = total / count
-        vision.encoder.layers[index - 1].mlp.fc2.bias -= mean
+        _, layers = block_stack(vision)
+        bias, gain = _residual_bias(layers[index - 1])
+        bias -= mean / gain
+        # the shift assumes the layer ends in `residual + gain * (W h + bias)`: check that it did
+        left, _ = patch_mean()
+        if left.norm() > 1e-3 * mean.norm() + 1e-5:
+            raise RuntimeError(f"centring {type(layers[index - 1]).__name__} left a mean of norm "
+                               f"{float(left.norm()):.3g} (was {float(mean.norm()):.3g})")
     return float(mean.norm())
+
+
+def _residual_bias(layer) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bias of the layer's MLP output projection and the per-channel gain applied to it
+    before it joins the residual stream.
+
+    CLIP and SigLIP add fc2's output as is (gain 1). DINOv2 multiplies it by LayerScale's
+    lambda first (Dinov2Layer: `residual + layer_scale2(mlp(norm2(x)))`), so a shift of the
+    features by -m needs a bias shift of -m / lambda. The projection is the MLP's last
+    Linear: fc2, or down_proj in DINOv2's SwiGLU variant.
+    """
+    projections = [m for m in layer.mlp.modules() if isinstance(m, torch.nn.Linear)]
+    if not projections or projections[-1].bias is None:
+        raise ValueError(f"{type(layer).__name__}'s MLP has no output bias to fold a mean into")
+    bias = projections[-1].bias
+    scale = getattr(layer, "layer_scale2", None)
+    gain = scale.lambda1.detach() if scale is not None else torch.ones_like(bias)
+    if gain.abs().min() < 1e-4:  # dividing by ~0 would blow the bias up instead of centring
+        raise ValueError(f"{type(layer).__name__}'s layer scale has a near-zero channel ({float(gain.abs().min()):.2g})")
+    return bias, gain

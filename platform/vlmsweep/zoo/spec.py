@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 # Bumped when builder code changes in a way that changes outputs: old artifacts rebuild.
 BUILDER_VERSION = 1
@@ -35,6 +35,39 @@ class LMSpec:
 
 
 @dataclass(frozen=True)
+class SelfDistillSpec:
+    """A small DINO-style self-distillation: the image-only objective of the zoo's DINOv2.
+
+    What it keeps from DINOv2 (Oquab et al. 2023): a student and an EMA teacher, each a
+    backbone plus a projection head onto learned prototypes; the student matches the
+    teacher's centred, sharpened distribution for the other view's CLS token (DINO loss) and
+    for the patches it saw masked (iBOT loss); KoLeo spreads the student's CLS features; the
+    teacher's backbone is what is kept. What differs, for CPU cost or for the world: two
+    global views and no multi-crop local ones; DINO's running-mean centring, not Sinkhorn-Knopp
+    (which kept 30-40 prototypes in use here but learned no better features); no teacher
+    temperature warmup and one head for CLS and patches; random, not block-wise, masks; and
+    of DINOv2's augmentations, crops, brightness / contrast / saturation jitter and grayscale,
+    but no hue shift and no flips (the world's questions ask colour names and left / right),
+    blur or solarisation. Colour jitter + KoLeo is what made the teacher use more than the
+    4 prototypes that crops alone settled on (one per background colour).
+    """
+    prototypes: int = 256
+    head_hidden: int = 128
+    bottleneck: int = 64
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    center_momentum: float = 0.9
+    teacher_momentum: float = 0.99   # EMA rate at step 0, cosine to 1 at the end (DINO's schedule)
+    crop_min_area: float = 0.35      # a view is a random square crop of this share of the image or more
+    jitter: tuple[float, float, float] = (0.4, 0.4, 0.2)  # brightness, contrast, saturation (DINOv2's)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    mask_ratio: tuple[float, float] = (0.1, 0.5)  # iBOT: the share of patches masked, drawn per image
+    mask_share: float = 0.5          # iBOT: the share of student images that get masks
+    koleo: float = 0.1               # weight of the KoLeo term (DINOv2's 0.1)
+
+
+@dataclass(frozen=True)
 class VisionSpec:
     name: str
     family: str            # key of models.vision.VISION_FAMILIES
@@ -44,12 +77,19 @@ class VisionSpec:
     layers: int
     heads: int
     steps: int
-    text_hidden: int = 32  # the text tower is thrown away after pretraining: kept small
-    text_layers: int = 2
-    text_len: int = 24     # captions_short fit easily; SigLIP pools the last position, so pad to this
+    # image-caption pretraining (CLIP, SigLIP); None for an image-only objective (no text tower)
+    text_hidden: int | None = 32  # the text tower is thrown away after pretraining: kept small
+    text_layers: int | None = 2
+    text_len: int | None = 24     # captions_short fit easily; SigLIP pools the last position, so pad to this
     batch: int = 32
     lr: float = 2e-3
     center_layer: int | None = -2  # make the features VLMs read (feature_layer -2) zero-mean: jobs.center_features
+    # set: pretrain image-only by self-distillation (self_distill.vision_self_distill), not on captions
+    self_distill: SelfDistillSpec | None = None
+
+    @property
+    def uses_text(self) -> bool:
+        return self.self_distill is None
 
 
 @dataclass(frozen=True)
@@ -82,11 +122,17 @@ def _zoo(size: str, world: str, vocab: int, lm_steps: int, vis_steps: int, scale
     )
     # CLIP-L/14 at 336 px gives 576 patches, SigLIP-so400m at 384 px gives 729: SigLIP has
     # the higher resolution and the longer token sequence here too (36 vs 16 patches).
+    # DINOv2 is there to be fused with SigLIP (Prismatic: DINOv2-L/14 and SigLIP-so400m/14
+    # both at 224 px, 16x16 patches each, concatenated per patch), so its grid must equal
+    # SigLIP's: 48 px / patch 8 = 6x6.
     visions = (
         VisionSpec("clip", "clip", image_size=32, patch_size=8, hidden=32 * scale, layers=4, heads=4,
                    steps=vis_steps),
         VisionSpec("siglip", "siglip", image_size=48, patch_size=8, hidden=32 * scale, layers=4, heads=4,
                    steps=vis_steps),
+        VisionSpec("dinov2", "dinov2", image_size=48, patch_size=8, hidden=32 * scale, layers=4, heads=4,
+                   steps=vis_steps, text_hidden=None, text_layers=None, text_len=None,
+                   self_distill=SelfDistillSpec()),
     )
     return ZooSpec(size, world, vocab, lms, visions)
 
@@ -109,7 +155,7 @@ def zoo_spec(size: str, steps: int | dict[str, int] | None = None, seed: int = 0
         n = steps.get(job.name, job.steps) if isinstance(steps, dict) else steps or job.steps
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError([(f"zoo.steps.{job.name}", f"must be a positive int, got {n!r}")])
-        return type(job)(**{**asdict(job), "steps": n})
+        return replace(job, steps=n)  # not a rebuild from asdict: nested specs stay dataclasses
 
     if isinstance(steps, dict):
         known = {j.name for j in (*spec.lms, *spec.visions)}
@@ -122,7 +168,8 @@ def zoo_spec(size: str, steps: int | dict[str, int] | None = None, seed: int = 0
 
 # Fields added to a spec after artifacts were built with BUILDER_VERSION 1: at None they are
 # left out of the key, so an artifact that doesn't use them keeps the key it was built under.
-_KEY_IF_SET = ("sliding_window",)
+# (The text_* fields are None only for image-only encoders, which came after them too.)
+_KEY_IF_SET = ("sliding_window", "self_distill", "text_hidden", "text_layers", "text_len")
 
 
 def _key_form(part):
