@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from vlmsweep.argtypes import non_negative_int, positive_int
 from vlmsweep.cli_cluster import add_cluster_commands
 from vlmsweep.cli_eval import add_eval_commands
 from vlmsweep.config.errors import ConfigError, InputError
@@ -57,24 +58,6 @@ def check_output_dir(path: str | None, flag: str) -> None:
     """An output directory that is a file would fail deep inside a writer: name the flag."""
     if path and Path(path).exists() and not Path(path).is_dir():
         raise InputError([(flag, f"{path} is a file, not a directory")])
-
-
-def _positive(text: str) -> int:
-    return _int_at_least(text, 1)
-
-
-def _at_least_zero(text: str) -> int:
-    return _int_at_least(text, 0)
-
-
-def _int_at_least(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if value < low:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be {'a positive' if low else 'a non-negative'} integer")
-    return value
 
 
 def cmd_run(args) -> int:
@@ -256,9 +239,9 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--variant", help="run only this variant (by its name)")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan: stages, sharing, reuse; run nothing")
     sweep.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 or auto (default: a local one)")
-    sweep.add_argument("--max-concurrent", type=_positive, help="at most this many stages at once")
+    sweep.add_argument("--max-concurrent", type=positive_int, help="at most this many stages at once")
     sweep.add_argument("--resume", action="store_true", help="continue the latest sweep of this name (same MLflow runs)")
-    sweep.add_argument("--retries", type=_at_least_zero, default=1, help="retries of a failed stage (default 1)")
+    sweep.add_argument("--retries", type=non_negative_int, default=1, help="retries of a failed stage (default 1)")
     sweep.set_defaults(fn=cmd_sweep)
 
     report = sub.add_parser("report", help="Markdown + HTML ablation report of a sweep, from MLflow")
@@ -272,7 +255,7 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--show", action="store_true", help="print the resolved config (all defaults filled in)")
     check.set_defaults(fn=cmd_check)
 
-    add_eval_commands(sub, _positive)
+    add_eval_commands(sub, positive_int)
 
     zoo = sub.add_parser("zoo", help="the pretrained tiny zoo").add_subparsers(dest="zoo_command", required=True)
     zb = zoo.add_parser("build", help="pretrain the tiny tokenizer, LMs and vision encoders on the world (cached)")
@@ -306,7 +289,7 @@ def parser() -> argparse.ArgumentParser:
                         "(default %(default)s, PIL's own bomb threshold)")
     ingest.set_defaults(fn=cmd_data_ingest)
 
-    add_cluster_commands(sub, _positive, _at_least_zero)
+    add_cluster_commands(sub, positive_int, non_negative_int)
     add_export_parser(sub)
     add_demo_parser(sub)
     add_chat_parser(sub)

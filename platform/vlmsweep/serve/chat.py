@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vlmsweep.argtypes import positive_int
+
 from .turns import ChatError, Sampling, Turn, load_image
 
 CHAT_HELP = """Chat with a trained variant: multi-turn, any number of images per turn, text-only turns.
@@ -46,16 +48,6 @@ def _top_p(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive integer")
-    return value
-
-
 def add_chat_parser(subparsers):
     from .quantize import QUANTIZE
 
@@ -68,7 +60,7 @@ def add_chat_parser(subparsers):
     p.add_argument("--temperature", type=_temperature, default=0.0,
                    help="sampling temperature; 0 (default) decodes greedily, as evaluation does")
     p.add_argument("--top-p", type=_top_p, default=None, help="nucleus sampling (needs --temperature > 0)")
-    p.add_argument("--max-new-tokens", type=_positive, default=256, help="longest answer in tokens (default 256)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="longest answer in tokens (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
     p.add_argument("--lora", choices=("unmerged", "merged"), default=None,
                    help="LoRA adapters kept separate (default, as evaluation serves them) or merged into the weights")

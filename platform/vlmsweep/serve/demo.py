@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+from vlmsweep.argtypes import positive_int
+
 DEMO_HELP = """Serve a web page that sends one image and one question to several variants of a
 sweep and shows their answers side by side, with each variant's axes and headline scores.
 SWEEP is a sweep name or run id in the work dir's MLflow record; every finished variant is
@@ -181,28 +183,16 @@ def add_demo_parser(subparsers):
     p.add_argument("--variants", help="comma-separated variant names (default: every finished variant)")
     p.add_argument("--host", default=LOOPBACK, help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, help="port (default: the first free one from 7860)")
-    p.add_argument("--max-new-tokens", type=_positive, default=64, help="answer length cap (default 64)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="answer length cap (default 64)")
     p.add_argument("--work-dir", help="work dir holding the MLflow record, stages and presets (default ./.vlmsweep)")
     p.set_defaults(fn=cmd_demo)
     return p
 
 
-def _positive(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive integer")
-    return value
-
-
 def _port(text: str) -> int:
     import argparse
 
-    value = _positive(text)
+    value = positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: a port is 1-65535")
     return value
