@@ -8,6 +8,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from vlmsweep.eval.run import flat_metrics, format_table
 from vlmsweep.eval.stderr import (
@@ -223,6 +224,20 @@ def test_report_shows_stderr_noise_marks_and_seed_spread(noisy_sweep, tmp_path):
         assert "Most differences are within noise" in text
         assert "Seed spread (mean ± std over seed)" in text
     seed_rows = md.split("Seed spread", 1)[1].split("###", 1)[0]
-    assert "| B | 2 | 63.1 ± 0.5 | 80.5 ± 0.7 |" in seed_rows            # llm B over seeds 1 and 2
-    assert "| A | 2 | 55.6 ± 10.1 | 74.5 ± 6.4 |" in seed_rows
+    assert "| B | 2 | **63.1 ± 0.5** | **80.5 ± 0.7** |" in seed_rows    # llm B over seeds 1 and 2: the best
+    assert "| A | 2 | 55.6 ± 10.1 ≈ | 74.5 ± 6.4 ≈ |" in seed_rows      # two seeds that disagree: within noise
+    assert ("Does the llm matter beyond seed noise? 0 of 2 differences from the best llm of each benchmark "
+            "exceed the seed noise: no difference exceeds it") in seed_rows
     assert page.count("†") >= 2 and "≈" in page
+
+
+def test_seed_verdicts_weigh_a_difference_against_the_spread_over_seeds():
+    from vlmsweep.report.tables import BEYOND, WITHIN, seed_verdicts
+
+    groups = [{"x": pd.Series([10.0, 11.0, 12.0])},    # 20 points below the best, seeds agree: beyond
+              {"x": pd.Series([30.0, 31.0, 29.0])},    # the best
+              {"x": pd.Series([29.0, 35.0, 15.0])},    # 3 points below, seeds disagree: within
+              {"x": pd.Series([5.0])}]                 # one seed: no spread to compare
+    assert seed_verdicts(groups, ["x"]) == [{"x": BEYOND}, {"x": "best"}, {"x": WITHIN}, {}]
+    flat = [{"x": pd.Series([2.0, 2.0])}, {"x": pd.Series([3.0, 3.0])}, {"x": pd.Series([3.0, 3.0])}]
+    assert seed_verdicts(flat, ["x"]) == [{"x": BEYOND}, {"x": "best"}, {"x": WITHIN}]   # no spread at all

@@ -205,7 +205,9 @@ def seed_axis(data: SweepData) -> str | None:
 
 
 def seed_grid(data: SweepData) -> Grid | None:
-    """Mean ± std over seeds, for each combination of the other axes; None without a seed axis."""
+    """Mean ± std over seeds, for each combination of the other axes, each marked against its
+    column's best combination: beyond the seed noise or within it (seed_verdicts); None without
+    a seed axis."""
     seed = seed_axis(data)
     if seed is None:
         return None
@@ -213,20 +215,67 @@ def seed_grid(data: SweepData) -> Grid | None:
     others = [a for a in axes_with_choices(data) if a != seed]
     groups = table.fillna({a: DASH for a in others}).groupby(others, sort=False) if others \
         else [(("all variants",), table)]
-    rows, bold = [], []
+    rows, stats = [], []
     for labels, part in groups:
         labels = labels if isinstance(labels, tuple) else (labels,)
-        cells = []
+        rows.append([*map(str, labels), str(part[seed].nunique())])
+        stats.append({c: part[c].dropna() for c in cols})
+    verdicts = seed_verdicts(stats, cols)
+    bold = []
+    for row, group, marks in zip(rows, stats, verdicts):
         for c in cols:
-            values = part[c].dropna()
+            values = group[c]
             std = values.std(ddof=1) if len(values) > 1 else float("nan")
-            cells.append(DASH if values.empty else f"{_num(values.mean())} ± {_num(std)}")
-        rows.append([*map(str, labels), str(part[seed].nunique())] + cells)
-        bold.append([False] * (len(labels) + 1 + len(cols)))
+            text = DASH if values.empty else f"{_num(values.mean())} ± {_num(std)}"
+            row.append(text + (f" {marks[c]}" if marks.get(c) in (BEYOND, WITHIN) else ""))
+        bold.append([False] * (len(row) - len(cols)) + [marks.get(c) == "best" for c in cols])
     header = [*(others or ["variants"]), "seeds", *cols]
-    return Grid(f"Seed spread (mean ± std over {seed})", header, rows, bold, len(header) - len(cols) - 1,
-                [(f"Each cell: the mean ± sample std of the score over the {seed} axis's values "
-                  "(\"± –\": one seed); compare it with the stderr of single runs in the variant table.")])
+    found = [m for marks in verdicts for m in marks.values() if m in (BEYOND, WITHIN)]
+    k, m = found.count(BEYOND), len(found)
+    what = " × ".join(others) or "variant"
+    notes = [(f"Each cell: the mean ± sample std of the score over the {seed} axis's values "
+              "(\"± –\": one seed). Bold: the best mean of its column; "
+              f"{BEYOND} / {WITHIN}: differs from it beyond / within the seed noise (Welch's t-test over the "
+              f"seeds, p < {SEED_ALPHA}; it needs two seeds or more on both sides).")]
+    if m:
+        verdict = ("no difference exceeds it: on these benchmarks the values cannot be told apart from seed noise"
+                   if k == 0 else "most are within it" if 2 * k < m else
+                   "half are within it" if 2 * k == m else "most exceed it")
+        notes.append(f"Does the {what} matter beyond seed noise? {k} of {m} differences from the best {what} "
+                     f"of each benchmark {'exceeds' if k == 1 else 'exceed'} the seed noise: {verdict}.")
+    return Grid(f"Seed spread (mean ± std over {seed})", header, rows, bold, len(header) - len(cols) - 1, notes)
+
+
+SEED_ALPHA = 0.05
+
+
+def seed_verdicts(groups: list[dict[str, pd.Series]], cols: list[str]) -> list[dict[str, str]]:
+    """Per group and column: "best" (the highest mean), BEYOND or WITHIN (its difference from the
+    best against the spread over seeds: Welch's t-test, which allows the two groups different
+    spreads and takes their seed counts into account; with 2-3 seeds a z-test at 2 would call
+    too much significant), or absent (fewer than two seeds on a side: no spread to compare)."""
+    from scipy.stats import ttest_ind_from_stats
+
+    out = [{} for _ in groups]
+    for c in cols:
+        means = [g[c].mean() if len(g[c]) else float("nan") for g in groups]
+        if sum(not math.isnan(x) for x in means) < 2:
+            continue
+        best = max((i for i, x in enumerate(means) if not math.isnan(x)), key=lambda i: means[i])
+        out[best][c] = "best"
+        ref = groups[best][c]
+        for i, g in enumerate(groups):
+            values = g[c]
+            if i == best or len(values) < 2 or len(ref) < 2:
+                continue
+            sa, sb = values.std(ddof=1), ref.std(ddof=1)
+            if sa == 0 and sb == 0:   # no spread at all: any difference is beyond it
+                beyond = values.mean() != ref.mean()
+            else:
+                p = ttest_ind_from_stats(values.mean(), sa, len(values), ref.mean(), sb, len(ref), equal_var=False).pvalue
+                beyond = bool(p < SEED_ALPHA)
+            out[i][c] = BEYOND if beyond else WITHIN
+    return out
 
 
 def pivot_grid(p: Pivot) -> Grid:
