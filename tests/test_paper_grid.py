@@ -24,6 +24,16 @@ def dry_run(grid: Path, tmp_path: Path, *args: str) -> str:
     return out.stdout
 
 
+def assert_offline_plan(text: str, sweep: str, first_stage: str, variants, hubs) -> None:
+    """An offline dry run planned every variant from its first stage, and noted each Hub model it
+    could not read instead of failing on it."""
+    assert f"sweep {sweep}: {len(variants)} variant(s)" in text
+    for name in variants:
+        assert f"  {name}: {first_stage}-" in text
+    for hub in hubs:
+        assert f"{hub}: not available on this machine" in text
+
+
 def assert_zoo_unbuilt(text: str, tmp_path: Path, names) -> None:
     """A dry run before `vlmsweep zoo build` notes each zoo part it needs, and fails on none."""
     for name in names:
@@ -127,11 +137,8 @@ LLAVA15_MINI = ROOT / "experiments/mini/llava15.yaml"
 
 def test_llava15_dry_run_passes_offline(tmp_path):
     text = dry_run(LLAVA15, tmp_path)
-    assert "sweep llava15-paper: 2 variant(s)" in text
-    for name in ("LLaVA-1.5-7B", "LLaVA-1.5-13B"):
-        assert f"  {name}: pretrain-" in text
-    for hub in ("lmsys/vicuna-7b-v1.5", "lmsys/vicuna-13b-v1.5", "openai/clip-vit-large-patch14-336"):
-        assert f"{hub}: not available on this machine" in text
+    assert_offline_plan(text, "llava15-paper", "pretrain", ("LLaVA-1.5-7B", "LLaVA-1.5-13B"),
+                        ("lmsys/vicuna-7b-v1.5", "lmsys/vicuna-13b-v1.5", "openai/clip-vit-large-patch14-336"))
     # the two variants share no stage: the LLM is in every stage's identity
     assert "unique stages: data 1, pretrain 2, finetune 2, eval 2" in text
 
@@ -177,11 +184,9 @@ DSVL_MINI = ROOT / "experiments/mini/dsvl.yaml"
 
 def test_dsvl_dry_run_passes_offline(tmp_path):
     text = dry_run(DSVL, tmp_path)
-    assert "sweep dsvl-paper: 4 variant(s)" in text
-    for name in ("DSVL-7B-text0.0", "DSVL-7B-text0.2", "DSVL-13B-text0.0", "DSVL-13B-text0.2"):
-        assert f"  {name}: projector-" in text
-    for hub in ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf", "openai/clip-vit-large-patch14-336"):
-        assert f"{hub}: not available on this machine" in text
+    assert_offline_plan(text, "dsvl-paper", "projector",
+                        ("DSVL-7B-text0.0", "DSVL-7B-text0.2", "DSVL-13B-text0.0", "DSVL-13B-text0.2"),
+                        ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf", "openai/clip-vit-large-patch14-336"))
 
 
 @pytest.mark.parametrize("path", [DSVL, DSVL_MINI])
@@ -224,11 +229,9 @@ ENCODERS_MINI = ROOT / "experiments/mini/encoders.yaml"
 
 def test_prismatic_dry_run_passes_offline(tmp_path):
     text = dry_run(PRISMATIC, tmp_path)
-    assert "sweep prismatic-paper: 2 variant(s)" in text
-    for name in ("prism-siglip-controlled+7b", "prism-dinosiglip-controlled+7b"):
-        assert f"  {name}: finetune-" in text
-    for hub in ("facebook/dinov2-with-registers-large", "google/siglip-so400m-patch14-384", "meta-llama/Llama-2-7b-hf"):
-        assert f"{hub}: not available on this machine" in text
+    assert_offline_plan(text, "prismatic-paper", "finetune", ("prism-siglip-controlled+7b", "prism-dinosiglip-controlled+7b"),
+                        ("facebook/dinov2-with-registers-large", "google/siglip-so400m-patch14-384",
+                         "meta-llama/Llama-2-7b-hf"))
 
 
 @pytest.mark.parametrize("path", [PRISMATIC, PRISMATIC_MINI])
