@@ -246,3 +246,9 @@ def test_image_delimiters_are_refused_in_one_line(preset_root, tmp_path):
         update={"llm": cfg.model.llm.model_copy(update={"image_delimiters": True})})})
     message = refused_export(cfg, preset_root, tmp_path)
     assert "\n" not in message and "image_delimiters" in message
+
+
+def test_fused_encoders_are_refused_in_one_line(preset_root, tmp_path):
+    cfg = variant([{"family": "dinov2"}, {"family": "siglip"}], "llama", "mlp2x_gelu", FROZEN, FULL)
+    message = refused_export(cfg, preset_root, tmp_path)
+    assert "\n" not in message and "fused" in message and "one vision tower" in message
