@@ -125,12 +125,6 @@ def test_bakllava_carries_llava15s_recipe_and_bakllavas_choices():
         assert t.global_batch == t.micro_batch * t.workers * t.grad_accum and t.grad_accum == 1
 
 
-def test_bakllava_mini_dry_run_before_the_zoo_is_built(tmp_path):
-    text = dry_run(BAKLLAVA_MINI, tmp_path, "--set", "data.synthetic.size=tiny")
-    assert "sweep BakLLaVA-mini: 1 variant(s)" in text
-    assert_zoo_unbuilt(text, tmp_path, ("mistral", "clip"))
-
-
 LLAVA15 = ROOT / "experiments/paper/llava15.yaml"
 LLAVA15_MINI = ROOT / "experiments/mini/llava15.yaml"
 
@@ -170,12 +164,6 @@ def test_llava15_carries_the_published_recipe():
         for t in (pre.training, fine.training):
             assert (t.epochs, t.max_length, t.warmup_ratio, t.schedule, t.precision, t.workers, t.grad_accum) == \
                 (1, 2048, 0.03, "cosine", "bf16", 8, 1)
-
-
-def test_llava15_mini_dry_run_before_the_zoo_is_built(tmp_path):
-    text = dry_run(LLAVA15_MINI, tmp_path, "--set", "data.synthetic.size=tiny")
-    assert "sweep LLaVA-1.5-7B: 1 variant(s)" in text
-    assert_zoo_unbuilt(text, tmp_path, ("tinyllama", "clip"))
 
 
 DSVL = ROOT / "experiments/paper/dsvl.yaml"
@@ -253,12 +241,6 @@ def test_prismatic_carries_its_fusion_and_one_stage_recipe(path):
             assert dino.image_size == 384 and dino.checkpoint == "facebook/dinov2-with-registers-large"
 
 
-def test_prismatic_mini_dry_run_before_the_zoo_is_built(tmp_path):
-    text = dry_run(PRISMATIC_MINI, tmp_path, "--set", "data.synthetic.size=tiny")
-    assert "sweep prismatic-mini: 2 variant(s)" in text
-    assert_zoo_unbuilt(text, tmp_path, ["dinov2", "siglip", "tinyllama"])
-
-
 @pytest.mark.parametrize("path", [ENCODERS, ENCODERS_MINI])
 def test_the_encoder_study_varies_the_encoder_and_the_seed_only(path, tmp_path):
     grid = load_grid(path)
@@ -267,3 +249,14 @@ def test_the_encoder_study_varies_the_encoder_and_the_seed_only(path, tmp_path):
     assert len(fixed) == 1     # everything but the encoder and the seed is one config
     text = dry_run(path, tmp_path, *(["--set", "data.synthetic.size=tiny"] if path == ENCODERS_MINI else []))
     assert f"sweep {grid.name}: 12 variant(s)" in text and "enc-dinov2+siglip-seed2: finetune-" in text
+
+
+@pytest.mark.parametrize("path, sweep, variants, zoo_parts", [
+    (BAKLLAVA_MINI, "BakLLaVA-mini", 1, ("mistral", "clip")),
+    (LLAVA15_MINI, "LLaVA-1.5-7B", 1, ("tinyllama", "clip")),
+    (PRISMATIC_MINI, "prismatic-mini", 2, ("dinov2", "siglip", "tinyllama")),
+])
+def test_a_miniature_plans_before_the_zoo_is_built(path, sweep, variants, zoo_parts, tmp_path):
+    text = dry_run(path, tmp_path, "--set", "data.synthetic.size=tiny")
+    assert f"sweep {sweep}: {variants} variant(s)" in text
+    assert_zoo_unbuilt(text, tmp_path, zoo_parts)
