@@ -17,15 +17,14 @@ from __future__ import annotations
 import copy
 import os
 import re
-import types
-import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from .errors import ConfigError, did_you_mean
+from .fields import fields_at
 from .recipes import get_recipe
 from .schema import FieldProblem, VariantConfig
 
@@ -352,48 +351,11 @@ def _field_of(loc: list, e: dict, names: list[str], where: dict[str, str]) -> tu
 def _message(e: dict) -> str:
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
-        return "unknown field" + (did_you_mean(e["loc"][-1], _fields_at(e["loc"][:-1])) or " (check the spelling)")
+        return "unknown field" + (did_you_mean(e["loc"][-1], fields_at(VariantConfig, e["loc"][:-1])) or " (check the spelling)")
     if e["type"] == "literal_error":
         allowed = re.findall(r"'([^']*)'", (e.get("ctx") or {}).get("expected", ""))
         return f"{msg} (got {e.get('input')!r}){did_you_mean(e.get('input'), allowed)}"
     return msg
-
-
-def _fields_at(loc) -> list[str]:
-    """The fields of the schema model at `loc` (through lists and mappings), for suggestions."""
-    annotation: Any = VariantConfig
-    for part in loc:
-        if isinstance(part, int):  # a list index: the list's item type follows
-            lists = [m for m in _members(annotation) if typing.get_origin(m) is list]
-            annotation = typing.get_args(lists[0])[0] if lists else None
-            continue
-        model = _model_in(annotation)
-        if model is None:  # a mapping: `part` is a key, the value type follows
-            args = typing.get_args(annotation)
-            annotation = args[-1] if args else None
-        elif part in model.model_fields:
-            annotation = model.model_fields[part].annotation
-        else:
-            return []
-    model = _model_in(annotation)
-    return list(model.model_fields) if model else []
-
-
-def _members(annotation) -> list:
-    """The types an annotation allows: `X | Y` and Annotated[...] unwrapped."""
-    while typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
-    return [annotation]
-
-
-def _model_in(annotation) -> type[BaseModel] | None:
-    """The pydantic model an annotation is (or holds, for `X | None`)."""
-    for candidate in _members(annotation):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
 
 
 def load_located(path: str | Path, sets: list[tuple[str, Any, str]] = ()) -> tuple[VariantConfig, dict[str, str]]:
