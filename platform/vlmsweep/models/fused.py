@@ -26,7 +26,11 @@ from .vision import VisionGeometry, VisionTower, vision_geometry
 
 def fused_geometry(encoders: list[tuple[str, VisionConfig]], preset_root: str | Path) -> VisionGeometry:
     """The geometry the connector sees; ConfigError naming the encoder whose grid or size differs."""
-    geometries = [(field, vision_geometry(cfg, preset_root)) for field, cfg in encoders]
+    return _joined(encoders, [vision_geometry(cfg, preset_root) for _, cfg in encoders])
+
+
+def _joined(encoders: list[tuple[str, VisionConfig]], each: list[VisionGeometry]) -> VisionGeometry:
+    geometries = [(field, g) for (field, _), g in zip(encoders, each)]
     problems = []
     for field, cfg in encoders:
         if cfg.feature_select == "cls_patch":
@@ -63,8 +67,9 @@ class FusedVisionTower(nn.Module):
 
     def __init__(self, encoders: list[VisionConfig], preset_root: str | Path):
         super().__init__()
-        self.geometry = fused_geometry([(f"model.vision.{i}", c) for i, c in enumerate(encoders)], preset_root)
         towers = [VisionTower(c, preset_root) for c in encoders]
+        # from the towers' own geometries: reading configs and processors again would only cost start-up
+        self.geometry = _joined([(f"model.vision.{i}", c) for i, c in enumerate(encoders)], [t.geometry for t in towers])
         self.model = nn.ModuleList([t.model for t in towers])
         # a list attribute is not registered as submodules, so every weight has one name: model.<i>.…
         self._towers = towers

@@ -51,7 +51,13 @@ class VisionFamily:
 _TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
              image_size=32, patch_size=8)
 _MEAN, _STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
-_IMAGENET_MEAN, _IMAGENET_STD = list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD)   # DINOv2's processors
+
+
+def _dinov2_processor(px: int):
+    # facebook/dinov2-* ship BitImageProcessor with ImageNet's mean / std (the class defaults to CLIP's)
+    return BitImageProcessorPil(size={"shortest_edge": px}, crop_size={"height": px, "width": px},
+                                image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD))
+
 
 VISION_FAMILIES: dict[str, VisionFamily] = {
     "clip": VisionFamily(
@@ -68,18 +74,14 @@ VISION_FAMILIES: dict[str, VisionFamily] = {
         Dinov2Model, ("dinov2",), 1, ("layernorm", "embeddings.mask_token"),
         lambda: Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, mlp_ratio=2,
                              image_size=32, patch_size=8),
-        lambda px: BitImageProcessorPil(size={"shortest_edge": px}, crop_size={"height": px, "width": px},
-                                        image_mean=_IMAGENET_MEAN, image_std=_IMAGENET_STD),
-        size_from_processor=True),
+        _dinov2_processor, size_from_processor=True),
     # DINOv2 with 4 register tokens after CLS (Darcet et al. 2024), Prismatic's DINOv2; its
     # features drop CLS and registers alike
     "dinov2_reg": VisionFamily(
         Dinov2WithRegistersModel, ("dinov2_with_registers",), 5, ("layernorm", "embeddings.mask_token"),
         lambda: Dinov2WithRegistersConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, mlp_ratio=2,
                                           image_size=32, patch_size=8, num_register_tokens=4),
-        lambda px: BitImageProcessorPil(size={"shortest_edge": px}, crop_size={"height": px, "width": px},
-                                        image_mean=_IMAGENET_MEAN, image_std=_IMAGENET_STD),
-        size_from_processor=True),
+        _dinov2_processor, size_from_processor=True),
 }
 
 
