@@ -18,8 +18,9 @@ from pathlib import Path
 from vlmsweep import storage
 from vlmsweep.config.errors import ConfigError, InputError
 
-from .benchmarks import WORLD_BENCHMARKS, Answer, get_benchmark
+from .benchmarks import BENCHMARKS, WORLD_BENCHMARKS, Answer, get_benchmark
 from .benchmarks.answers import read_answers, write_answers
+from .chance import above_chance, add_chance
 from .generate import LoadedModel, answer, load_checkpoint
 from .stderr import add_stderr
 
@@ -68,8 +69,10 @@ def make_judge(cfg):
 
 
 def _score(bench, answers: list[Answer], key, judge) -> dict:
-    """The benchmark's scored result, with each metric's standard error under "stderr"."""
-    return add_stderr(bench.name, bench.score(answers, key, judge=judge if bench.needs_judge else None))
+    """The benchmark's scored result, with each metric's standard error under "stderr", and its
+    chance level and permutation p-value under "chance" and "chance_p" (eval/chance.py)."""
+    scored = add_stderr(bench.name, bench.score(answers, key, judge=judge if bench.needs_judge else None))
+    return add_chance(bench, answers, key, scored)
 
 
 def _finish(bench, answers: list[Answer], key, folder: Path | None, out_dir: Path, judge, **extra) -> dict:
@@ -151,16 +154,22 @@ def score_answers(name: str, answers_file: str | Path, annotations: str | Path, 
 
 
 def flat_metrics(results: dict[str, dict]) -> dict[str, float]:
-    """{"<bench>/<metric>": value} over every numeric metric, and {"<bench>/<metric>_stderr": its
-    standard error} beside each that has one (the names MLflow gets as eval/...)."""
+    """{"<bench>/<metric>": value} over every numeric metric, {"<bench>/<metric>_stderr": its
+    standard error} beside each that has one, and for the benchmark's headline metric (the one
+    tables show) its chance level and that level's p-value, "<bench>/<metric>_chance" and "<bench>/<metric>_chance_p"
+    (the names MLflow gets as eval/...)."""
     out = {}
     for bench, r in results.items():
-        errors = r.get("stderr") or {}
+        errors, chance, p = r.get("stderr") or {}, r.get("chance") or {}, r.get("chance_p") or {}
+        head = set(get_benchmark(bench).metrics[:1]) if bench in BENCHMARKS else set()
         for k, v in (r.get("metrics") or {}).items():
             if isinstance(v, (int, float)):
                 out[f"{bench}/{k}"] = float(v)
                 if isinstance(errors.get(k), (int, float)):
                     out[f"{bench}/{k}_stderr"] = float(errors[k])
+                if k in head and isinstance(chance.get(k), (int, float)):
+                    out[f"{bench}/{k}_chance"] = float(chance[k])
+                    out[f"{bench}/{k}_chance_p"] = float(p[k])
     return out
 
 
@@ -168,9 +177,18 @@ def _with_stderr(value: float, stderr) -> str:
     return f"{value:>8.2f} ± {stderr:<6.2f}" if isinstance(stderr, (int, float)) else f"{value:>8.2f}" + " " * 9
 
 
+def _chance(r: dict, metric: str) -> tuple[str, str]:
+    """(chance column, its verdict) for one metric of a result: "" where no chance was computed."""
+    level, p = (r.get("chance") or {}).get(metric), (r.get("chance_p") or {}).get(metric)
+    if not isinstance(level, (int, float)):
+        return "", ""
+    return f"{level:.2f}", f"{'above' if above_chance(p) else 'not above'} chance (p = {p:.2f})"
+
+
 def format_table(results: dict[str, dict]) -> str:
-    """Each benchmark's headline metrics as score ± standard error."""
-    lines = [f"{'benchmark':<11} {'metric':<13} {'score':>8} {'± stderr':<8} {'items':>6}  notes"]
+    """Each benchmark's headline metrics as score ± standard error, with its chance level (the
+    model's own answers shuffled among questions of one type) and whether the score is above it."""
+    lines = [f"{'benchmark':<11} {'metric':<13} {'score':>8} {'± stderr':<8} {'chance':>7} {'items':>6}  notes"]
     for name, r in results.items():
         metrics = r.get("metrics") or {}
         head = get_benchmark(name).metrics
@@ -179,9 +197,11 @@ def format_table(results: dict[str, dict]) -> str:
         n = counts.get("items", counts.get("answered", 0))
         notes = "; ".join(r.get("notes") or []) if r.get("skipped") else ""
         if not shown:
-            lines.append(f"{name:<11} {'-':<13} {'-':>8} {'':<8} {n:>6}  {notes or 'not scored'}")
+            lines.append(f"{name:<11} {'-':<13} {'-':>8} {'':<8} {'':>7} {n:>6}  {notes or 'not scored'}")
         for k, metric in enumerate(shown):
             score = _with_stderr(metrics[metric], (r.get("stderr") or {}).get(metric))
-            lines.append(f"{name if k == 0 else '':<11} {metric:<13} {score} "
-                         f"{n if k == 0 else '':>6}  {notes if k == 0 else ''}")
+            level, verdict = _chance(r, metric) if k == 0 else ("", "")
+            note = "; ".join(x for x in (verdict, notes if k == 0 else "") if x)
+            lines.append(f"{name if k == 0 else '':<11} {metric:<13} {score} {level:>7} "
+                         f"{n if k == 0 else '':>6}  {note}")
     return "\n".join(lines)

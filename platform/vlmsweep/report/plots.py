@@ -15,7 +15,12 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from .collect import SweepData
+from vlmsweep.eval.chance import above_chance
+
 from .tables import (
+    AT_CHANCE,
+    CHANCE,
+    CHANCE_P,
     axes_with_choices,
     benchmarks,
     comparisons,
@@ -52,6 +57,7 @@ def bar_plots(data: SweepData, out_dir: Path) -> list[Path]:
         labels, colours = [], [palette[0]] * len(table)
     width = max(4.0, 0.55 * len(table) + 1.5)
     errors, comps = stderr_table(data), comparisons(data)
+    chance, chance_p = stderr_table(data, CHANCE), stderr_table(data, CHANCE_P)
     paths = []
     for name, key in benchmarks(data):
         fig = Figure(figsize=(width, 3.6))
@@ -61,17 +67,23 @@ def bar_plots(data: SweepData, out_dir: Path) -> list[Path]:
         bars = ax.bar(range(len(table)), values, color=colours,
                       yerr=err.fillna(0.0).to_numpy() if err.notna().any() else None, capsize=3,
                       error_kw={"elinewidth": 0.8, "ecolor": "0.3"})
-        ax.bar_label(bars, labels=[("–" if v != v else f"{v:.1f}") for v in table[name]], fontsize=7,
-                     padding=2)
+        at_chance = [above_chance(p) is False for p in chance_p[name]]
+        ax.bar_label(bars, labels=[("–" if v != v else f"{v:.1f}" + (f" {AT_CHANCE}" if low else ""))
+                                   for v, low in zip(table[name], at_chance)], fontsize=7, padding=2)
+        if chance[name].notna().any():   # each variant's chance level: a tick across its bar
+            ax.hlines(chance[name], [i - 0.4 for i in range(len(table))], [i + 0.4 for i in range(len(table))],
+                      colors="k", linestyles="dashed", linewidth=1.0, label="chance")
         ax.set_xticks(range(len(table)), [str(v) for v in table.index], rotation=40, ha="right", fontsize=8)
         ax.set_ylabel(key.split("/", 1)[1])
         known = [c for c in comps if c.column == name and c.beyond is not None]
+        title = name
         if known:
             beyond = sum(bool(c.beyond) for c in known)
-            ax.set_title(f"{name}: {beyond} of {len(known)} differences from the best exceed noise (bars: ± stderr)",
-                         fontsize=9)
-        else:
-            ax.set_title(name)
+            title = f"{name}: {beyond} of {len(known)} differences from the best exceed noise (bars: ± stderr)"
+        if chance[name].notna().any():
+            above, scored = sum(above_chance(p) is True for p in chance_p[name]), int(chance_p[name].notna().sum())
+            title += f"\n{above} of {scored} above chance (dashed: each variant's chance level; {AT_CHANCE}: not above)"
+        ax.set_title(title, fontsize=9)
         ax.margins(y=0.15)
         if colour_axis:
             ax.legend(handles=[Patch(color=palette[i % 10], label=lab) for i, lab in enumerate(labels)],

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from vlmsweep.eval.benchmarks import HEADLINE
+from vlmsweep.eval.chance import ALPHA, above_chance
 from vlmsweep.eval.stderr import Z, exceeds_noise, paired_stderr
 
 from .collect import AXIS, SweepData, axis_labels
@@ -25,6 +26,8 @@ from .collect import AXIS, SweepData, axis_labels
 DASH = "–"
 BEYOND, WITHIN = "†", "≈"   # differs from its column's best beyond the noise / within it
 STDERR = "_stderr"          # eval/<bench>/<metric>_stderr, logged by eval next to each score
+CHANCE, CHANCE_P = "_chance", "_chance_p"   # its chance level and permutation p (eval/chance.py)
+AT_CHANCE = "○"             # a score not above its chance level
 
 
 @dataclass
@@ -109,14 +112,33 @@ def _best_rows(column: pd.Series) -> set:
     return {i for i, v in column.items() if not math.isnan(v) and math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-9)}
 
 
-def stderr_table(data: SweepData) -> pd.DataFrame:
-    """variant_table's benchmark columns, holding each score's standard error (NaN where none was logged)."""
+def stderr_table(data: SweepData, suffix: str = STDERR) -> pd.DataFrame:
+    """variant_table's benchmark columns, holding each score's standard error (NaN where none was
+    logged); with suffix CHANCE or CHANCE_P, its chance level or that level's p-value instead."""
     done = finished(data)
     table = pd.DataFrame(index=pd.Index(done["variant"], name="variant"))
     for name, key in benchmarks(data):
-        column = key + STDERR
+        column = key + suffix
         table[name] = done[column].astype(float).to_numpy() if column in done else float("nan")
     return table
+
+
+def chance_summary(data: SweepData) -> str | None:
+    """The plain-words verdict on how many scores are above their chance level; None when no
+    chance level was recorded (results scored before eval computed them)."""
+    p = stderr_table(data, CHANCE_P).to_numpy().ravel()
+    known = [x for x in p if not math.isnan(x)]
+    if not known:
+        return None
+    k, m = sum(bool(above_chance(x)) for x in known), len(known)
+    text = (f"{k} of {m} scores are above chance ({AT_CHANCE}: not above it). A score's chance level is what "
+            "the variant's own answers score when shuffled among questions of the same type (100 shuffles); "
+            f"it is above chance when fewer than {ALPHA:.0%} of the shuffles score as well.")
+    if k == 0:
+        return text + " No score is above chance: these variants have not learned to use the image and question."
+    if 2 * k < m:
+        return text + " Most scores are at chance level."
+    return text
 
 
 @dataclass
@@ -179,7 +201,7 @@ def variant_grid(data: SweepData) -> Grid:
     table, errors = variant_table(data), stderr_table(data)
     bench_cols = [name for name, _ in benchmarks(data)]
     best = {c: _best_rows(table[c].reset_index(drop=True)) for c in bench_cols}
-    comps = comparisons(data)
+    comps, chance_p = comparisons(data), stderr_table(data, CHANCE_P)
     marks = {(c.variant, c.column): (BEYOND if c.beyond else WITHIN) for c in comps if c.beyond is not None}
     rows, bold = [], []
     for i, (variant, row) in enumerate(table.iterrows()):
@@ -189,12 +211,16 @@ def variant_grid(data: SweepData) -> Grid:
             if not pd.isna(row[c]) and not pd.isna(se):
                 text += f" ± {se:.1f}"
             mark = marks.get((str(variant), c))
+            if above_chance(chance_p.at[variant, c]) is False:
+                mark = f"{mark or ''}{AT_CHANCE}"
             cells.append(text + f" {mark}" if mark else text)
         rows.append([str(variant)] + [DASH if pd.isna(row[a]) else str(row[a]) for a in data.axes] + cells)
         bold.append([False] * (1 + len(data.axes)) + [i in best[c] for c in bench_cols])
     notes = [noise_summary(comps)]
     if marks:
         notes.append(f"{BEYOND}: differs from its column's best (bold) beyond the noise; {WITHIN}: within the noise.")
+    if (chance := chance_summary(data)) is not None:
+        notes.append(chance)
     return Grid("Variants × benchmarks", ["variant", *data.axes, *bench_cols], rows, bold, 1 + len(data.axes),
                 notes)
 
