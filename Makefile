@@ -29,8 +29,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# the smoke variant's architecture from pretrained zoo parts (experiments/demo.yaml). The zoo's
+# tiny parts are built only where no zoo part of that name exists: a `zoo build` of another size
+# (experiments/mini's, ~14 min) is never replaced by the demo's.
 demo: setup
-	$(VENV)/bin/vlmsweep run experiments/smoke/variant.yaml
+	test -f .vlmsweep/zoo/tinyllama/zoo.json -a -f .vlmsweep/zoo/siglip/zoo.json || \
+	  $(VENV)/bin/vlmsweep zoo build --size tiny --only tinyllama,siglip --work-dir .vlmsweep
+	$(VENV)/bin/vlmsweep run experiments/demo.yaml --work-dir .vlmsweep
 
 # everything but the slow real-part suites; it still submits one sweep to a real 3-node cluster
 # with S3 and a tracking server (tests/test_cluster.py)

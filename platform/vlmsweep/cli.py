@@ -201,7 +201,7 @@ def cmd_zoo_build(args) -> int:
 
     work = WorkDir.at(args.work_dir)
     # built on this machine (the zoo trains on a local Ray); a remote work dir gets a copy of each artifact
-    built = build_zoo(work.local_root, size=args.size)
+    built = build_zoo(work.local_root, size=args.size, only=args.only)
     if work.is_remote:
         from vlmsweep import storage
 
@@ -262,6 +262,8 @@ def parser() -> argparse.ArgumentParser:
     zb.add_argument("--work-dir", help="work dir (default ./.vlmsweep); the zoo goes in WORK_DIR/zoo")
     zb.add_argument("--size", default="small",
                     help="small (default: what experiments/mini uses, ~14 min cold on 2 cores) | tiny (seconds; for tests)")
+    zb.add_argument("--only", type=lambda text: [p.strip() for p in text.split(",") if p.strip()], metavar="A,B",
+                    help="build only these parts, e.g. tinyllama,siglip (and the tokenizer they need)")
     zb.set_defaults(fn=cmd_zoo_build)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)
