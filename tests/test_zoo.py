@@ -256,15 +256,9 @@ def test_the_dsvl_miniature_runs_on_the_zoo(zoo):
 
 def test_the_prismatic_miniature_runs_on_the_zoo(zoo):
     """experiments/mini/prismatic.yaml's fused variant at tiny sizes: zoo:dinov2 and zoo:siglip on
-    one 6×6 grid, each through its own processor, concatenated into fused_mlp_gelu, one stage."""
+    one 6×6 grid, each through its own processor, concatenated into fused_mlp_gelu, one stage.
+    (experiments/mini/encoders.yaml's variants are this run's parts, one encoder at a time, in
+    the same one-stage recipe; test_paper_grid.py plans all twelve.)"""
     log = run_mini(zoo["root"], "experiments/mini/prismatic.yaml", "sweep", "--variant",
                    "prism-dinosiglip-controlled+7b", sets=[*TINY, "eval.benchmarks=[pope]", "eval.max_new_tokens=2"])
     assert "sweep prismatic-mini: 2 stage(s) run" in log and "prism-dinosiglip-controlled+7b: FINISHED" in log
-
-
-def test_the_encoder_study_miniature_runs_on_the_zoo(zoo):
-    """experiments/mini/encoders.yaml's DINOv2 variant (zoo:dinov2 alone; the fused one is the
-    Prismatic miniature's) at tiny sizes."""
-    log = run_mini(zoo["root"], "experiments/mini/encoders.yaml", "sweep", "--variant", "enc-dinov2-seed0",
-                   sets=[*TINY, "eval.benchmarks=[]"])
-    assert "sweep encoder-study-mini: 1 stage(s) run" in log and "enc-dinov2-seed0: FINISHED" in log
