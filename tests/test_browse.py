@@ -36,7 +36,9 @@ VARIANTS = {
     "clip-phi-lr": ("CLIP", "Phi", 12.5, 40.0, "FAILED"),
 }
 AXIS_COLS = ["tags.`axis.llm`", "tags.`axis.vision`"]
-SCORE_COLS = ["metrics.`eval/vqav2/accuracy`", "metrics.`eval/pope/f1`"]   # the report's headline order
+# the report's headline order, then the stderrs and chance levels where logged (VQAv2's here)
+SCORE_COLS = ["metrics.`eval/vqav2/accuracy`", "metrics.`eval/pope/f1`", "metrics.`eval/vqav2/accuracy_stderr`",
+              "metrics.`eval/vqav2/accuracy_chance`"]
 
 
 def free_port() -> int:
@@ -71,7 +73,8 @@ def write_sweep(uri: str, artifacts: Path, work_uri: str) -> dict:
                 "axis.vision": vision, "axis.llm": llm}
         if name == "sig-phi":   # an earlier attempt of this variant, replaced by the one below
             run(name, tags, "FAILED", {"eval/vqav2/accuracy": 1.0})
-        ids[name] = run(name, tags, status, {"eval/vqav2/accuracy": vqa, "eval/pope/f1": pope,
+        ids[name] = run(name, tags, status, {"eval/vqav2/accuracy": vqa, "eval/vqav2/accuracy_stderr": 2.5,
+                                             "eval/vqav2/accuracy_chance": 30.0, "eval/pope/f1": pope,
                                              "finetune/final_loss": 1.25})
         stage = run("finetune", {"vlmsweep.kind": "stage", "mlflow.parentRunId": ids[name]},
                     metrics={"stage/final_loss": 1.25})
@@ -179,4 +182,6 @@ def test_report_link_opens_the_sweeps_variants_side_by_side(tmp_path, monkeypatc
         vision, llm, vqa, pope, _ = VARIANTS[row["attributes.`Run Name`"]]
         assert (row["tags.`axis.vision`"], row["tags.`axis.llm`"]) == (vision, llm)
         assert float(row["metrics.`eval/vqav2/accuracy`"]) == vqa and float(row["metrics.`eval/pope/f1`"]) == pope
+        assert float(row["metrics.`eval/vqav2/accuracy_stderr`"]) == 2.5
+        assert float(row["metrics.`eval/vqav2/accuracy_chance`"]) == 30.0
     assert names == sorted(VARIANTS, key=lambda n: -VARIANTS[n][2])   # best first on the first headline score

@@ -10,7 +10,8 @@ there by name.
 
 The view written here: the sweep's variant runs (children of its sweep run) as rows, their
 axes (tags axis.<name>) and headline benchmark scores (metrics eval/<bench>/<metric>) as
-columns, best first on the first score. Runs of other sweeps, stage runs and earlier attempts
+columns, then the scores' standard errors and chance levels where those were logged
+(..._stderr, ..._chance), best first on the first score. Runs of other sweeps, stage runs and earlier attempts
 of a re-run variant are filtered out. The UI still adds its fixed columns (Created, with the
 run's status, and Duration).
 """
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from .collect import AXIS, KIND, PARENT, SweepData
-from .tables import benchmarks
+from .tables import CHANCE, STDERR, benchmarks
 
 SHARED_VIEW = "mlflow.sharedViewState."    # MLflow UI's tag prefix for saved views (experiment tags)
 LOCAL_UI = "http://127.0.0.1:5000"         # where `mlflow ui` serves a local store by default
@@ -53,6 +54,14 @@ def score_keys(data: SweepData) -> list[str]:
     return keys
 
 
+def score_columns(data: SweepData) -> list[str]:
+    """score_keys, then their stderrs, then their chance levels, where some variant logged them.
+    The UI shows one metric per column and draws only the columns within the window, so every
+    benchmark's score comes first, and "± stderr" and chance follow to the right."""
+    companions = [key + suffix for suffix in (STDERR, CHANCE) for key in score_keys(data)]
+    return score_keys(data) + [c for c in companions if c in data.variants and data.variants[c].notna().any()]
+
+
 def _filter(client, data: SweepData) -> str:
     """The variant runs the report shows: by parent run, or by run id where a re-run variant left
     an earlier attempt under the same parent."""
@@ -69,12 +78,14 @@ def _filter(client, data: SweepData) -> str:
 def view_state(data: SweepData, search_filter: str) -> dict:
     """The page state: rows = the sweep's variants, columns = axes then scores."""
     axes = [_col("tags", AXIS + a) for a in data.axes]
-    scores = [_col("metrics", k) for k in score_keys(data)]
+    scores = [_col("metrics", k) for k in score_columns(data)]
     state = {"searchFilter": search_filter, "orderByAsc": not scores,
              "orderByKey": scores[0] if scores else _col("tags", "mlflow.runName"),
              "selectedColumns": axes + scores,
              "columnOrder": [_col("attributes", "Run Name"), *axes, *scores],
-             "columnWidths": {c: max(110, 8 * len(c)) for c in scores}}
+             # wide enough for the metric's name (~7 px a character), no wider: ag-grid draws only
+             # the columns within the window
+             "columnWidths": {_col("metrics", k): max(110, 7 * len(k) + 30) for k in score_columns(data)}}
     return state
 
 
