@@ -62,6 +62,16 @@ def test_right_answers_are_above_chance_and_chance_is_what_shuffles_score(world_
     assert again["chance"] == scored["chance"]                             # seeded: the same result twice
 
 
+def test_large_sets_get_fewer_shuffles_but_enough_to_pass_the_test(world_sets, monkeypatch):
+    import vlmsweep.eval.chance as chance
+
+    assert chance.shuffles_for(1_000) == SHUFFLES and chance.shuffles_for(214_354) == 20
+    monkeypatch.setattr(chance, "MAX_SCORED", 1)
+    scored = _scored("gqa", world_sets, lambda k, it, gold: gold)
+    assert scored["chance_shuffles"] == chance.MIN_SHUFFLES
+    assert scored["chance_p"]["accuracy"] == pytest.approx(1 / 21) and above_chance(scored["chance_p"]["accuracy"])
+
+
 def test_judged_or_unscored_results_get_no_chance():
     mmvet = get_benchmark("mmvet")
     assert "chance" not in add_chance(mmvet, [Answer(1, "x")], {}, {"metrics": {"total": 10.0}})

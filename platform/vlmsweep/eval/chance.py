@@ -33,8 +33,12 @@ import numpy as np
 SHUFFLES = 100
 ALPHA = 0.05
 SEED = 20_261_129
+# A shuffle re-scores every answer: VQAv2's val split (214K questions) takes ~7 s a scoring here,
+# so large sets get fewer shuffles, down to the fewest whose smallest p (1/21) is below ALPHA.
+MAX_SCORED = 2_000_000
+MIN_SHUFFLES = 20
 
-__all__ = ["ALPHA", "SHUFFLES", "add_chance", "above_chance", "question_type"]
+__all__ = ["ALPHA", "SHUFFLES", "add_chance", "above_chance", "question_type", "shuffles_for"]
 
 
 def question_type(prompt: str | None) -> str:
@@ -46,13 +50,19 @@ def question_type(prompt: str | None) -> str:
     return ""
 
 
-def add_chance(bench, answers: list, key, scored: dict, shuffles: int = SHUFFLES) -> dict:
-    """`scored` with "chance" and "chance_p" for each numeric metric (in place; returned). Nothing
-    is added for a result that was not scored, or one whose scoring calls a judge (MM-Vet: each
-    shuffle would be a round of paid judge calls)."""
+def shuffles_for(n_answers: int) -> int:
+    """SHUFFLES, or fewer (not under MIN_SHUFFLES) where that many would score over MAX_SCORED answers."""
+    return max(MIN_SHUFFLES, min(SHUFFLES, MAX_SCORED // max(n_answers, 1)))
+
+
+def add_chance(bench, answers: list, key, scored: dict, shuffles: int | None = None) -> dict:
+    """`scored` with "chance" and "chance_p" for each numeric metric, and "chance_shuffles" (in
+    place; returned). Nothing is added for a result that was not scored, or one whose scoring
+    calls a judge (MM-Vet: each shuffle would be a round of paid judge calls)."""
     metrics = scored.get("metrics") or {}
     if scored.get("skipped") or bench.needs_judge or not answers or not metrics:
         return scored
+    shuffles = shuffles or shuffles_for(len(answers))
     groups = defaultdict(list)
     for i, a in enumerate(answers):
         groups[question_type(a.prompt)].append(i)
@@ -72,6 +82,7 @@ def add_chance(bench, answers: list, key, scored: dict, shuffles: int = SHUFFLES
     scored["chance"] = {m: float(np.nanmean(v)) for m, v in values.items()}
     scored["chance_p"] = {m: (1 + sum(x >= float(metrics[m]) - 1e-9 for x in v)) / (len(v) + 1)
                           for m, v in values.items()}
+    scored["chance_shuffles"] = shuffles
     return scored
 
 
