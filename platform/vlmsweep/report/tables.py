@@ -212,7 +212,7 @@ def variant_grid(data: SweepData) -> Grid:
                 text += f" ± {se:.1f}"
             mark = marks.get((str(variant), c))
             if above_chance(chance_p.at[variant, c]) is False:
-                mark = f"{mark or ''}{AT_CHANCE}"
+                mark = f"{mark} {AT_CHANCE}" if mark else AT_CHANCE
             cells.append(text + f" {mark}" if mark else text)
         rows.append([str(variant)] + [DASH if pd.isna(row[a]) else str(row[a]) for a in data.axes] + cells)
         bold.append([False] * (1 + len(data.axes)) + [i in best[c] for c in bench_cols])
