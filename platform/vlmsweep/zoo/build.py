@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -64,14 +65,37 @@ def _ensure(target: Path, key: str, write: Callable[[Path], dict], log) -> dict:
 
 
 class _Session:
-    """The expensive things a build may need, made on first use only (a cache hit needs none)."""
+    """The expensive things a build may need, made on first use only (a cache hit needs none).
+    Parts build in threads (_ensure_all): the world and the Ray cluster are made once, under a lock."""
 
     def __init__(self, zoo: Path, spec: ZooSpec, num_cpus: int | None, log):
         self.zoo, self.spec, self.num_cpus, self.log = zoo, spec, num_cpus, log
         self._world: Path | None = None
         self.started_ray = False
+        self._lock = threading.Lock()
+
+    def cpus(self) -> int:
+        """The Ray cluster's CPUs (starting the local one this build uses, if none runs yet)."""
+        import ray
+
+        self._ray()
+        return int(ray.cluster_resources().get("CPU", 1))
+
+    def _ray(self) -> None:
+        import ray
+
+        from vlmsweep.sweep.ray_cluster import ensure_ray
+
+        with self._lock:
+            if not ray.is_initialized():
+                ensure_ray(num_cpus=self.num_cpus)
+                self.started_ray = True
 
     def world(self) -> Path:
+        with self._lock:
+            return self._make_world()
+
+    def _make_world(self) -> Path:
         if self._world is None:
             from vlmsweep.data.world import build_world
 
@@ -83,16 +107,12 @@ class _Session:
         return self._world
 
     def fit(self, loop, job: dict, name: str) -> dict:
-        """One pretraining job as a Ray Train TorchTrainer (V2) with a single 1-CPU worker."""
-        import ray
+        """One pretraining job as a Ray Train TorchTrainer (V2) with a single 1-CPU worker. Called
+        from several threads at once: Train V2's fit() runs off the main thread as in Tune."""
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
-        from vlmsweep.sweep.ray_cluster import ensure_ray
-
-        if not ray.is_initialized():
-            ensure_ray(num_cpus=self.num_cpus)
-            self.started_ray = True
+        self._ray()
         trainer = TorchTrainer(
             loop, train_loop_config=job,
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
@@ -110,6 +130,22 @@ class _Session:
             import ray
 
             ray.shutdown()
+
+
+def _ensure_all(builds: list[tuple], session: _Session, log) -> dict[str, dict]:
+    """_ensure for each (name, target, key, write), in order. The parts to build train side by
+    side, one per CPU of the Ray cluster: each job is a single 1-CPU worker (the parts are tiny),
+    so built one after another they left every other CPU idle, and a 2-CPU machine took twice
+    as long. Nothing starts (no world, no Ray) when every part is cached."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [b for b in builds if (read_info(b[1]) or {}).get("key") != b[2]]
+    if todo:
+        session.world()   # once, before the threads that all read it
+    slots = session.cpus() if len(todo) > 1 else 1
+    with ThreadPoolExecutor(max_workers=max(1, min(slots, len(todo) or 1))) as pool:
+        futures = {name: pool.submit(_ensure, target, key, write, log) for name, target, key, write in builds}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _build_tokenizer(session: _Session, out: Path) -> dict:
@@ -165,13 +201,14 @@ def build_zoo(work_root: str | Path, size: str = "small", log: Callable[[str], N
                                        lambda d: _build_tokenizer(session, d), log)
             tok_hash = out["tokenizer"]["content_hash"]
 
+        builds = []
         for lm in lms:
             def write_lm(d: Path, lm=lm) -> dict:
                 family_tokenizer(Tokenizer.from_file(str(Path(tok_dir) / "bpe.json")), lm.family).save_pretrained(d)
                 job = {"spec": asdict(lm), "out_dir": str(d), "world_dir": str(session.world()), "seed": seed}
                 return {"kind": "llm", "family": lm.family, "spec": asdict(lm), "world": world,
                         "tokenizer_hash": tok_hash, **session.fit(jobs.lm_pretrain, job, lm.name)}
-            out[lm.name] = _ensure(zoo / lm.name, content_key("llm", lm, world, tok_hash), write_lm, log)
+            builds.append((lm.name, zoo / lm.name, content_key("llm", lm, world, tok_hash), write_lm))
 
         for vis in visions:
             # an image-only encoder (self-distillation) never reads the tokenizer: it stays out
@@ -184,8 +221,8 @@ def build_zoo(work_root: str | Path, size: str = "small", log: Callable[[str], N
                 loop = jobs.vision_pretrain if text else self_distill.vision_self_distill
                 return {"kind": "vision", "family": vis.family, "spec": asdict(vis), "world": world,
                         **text, **session.fit(loop, job, vis.name)}
-            out[vis.name] = _ensure(zoo / vis.name, content_key("vision", vis, world, *text.values()),
-                                    write_vision, log)
+            builds.append((vis.name, zoo / vis.name, content_key("vision", vis, world, *text.values()), write_vision))
+        out.update(_ensure_all(builds, session, log))
     finally:
         session.close()
     for name, info in out.items():
