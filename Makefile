@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 
 # the smoke variant's architecture from pretrained zoo parts (experiments/demo.yaml). The zoo's
 # tiny parts are built only where no zoo part of that name exists: a `zoo build` of another size
-# (experiments/mini's, ~14 min) is never replaced by the demo's.
+# (experiments/mini's, ~12 min) is never replaced by the demo's.
 demo: setup
 	test -f .vlmsweep/zoo/tinyllama/zoo.json -a -f .vlmsweep/zoo/siglip/zoo.json || \
 	  $(VENV)/bin/vlmsweep zoo build --size tiny --only tinyllama,siglip --work-dir .vlmsweep

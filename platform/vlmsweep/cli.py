@@ -261,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
     zb = zoo.add_parser("build", help="pretrain the tiny tokenizer, LMs and vision encoders on the world (cached)")
     zb.add_argument("--work-dir", help="work dir (default ./.vlmsweep); the zoo goes in WORK_DIR/zoo")
     zb.add_argument("--size", default="small",
-                    help="small (default: what experiments/mini uses, ~14 min cold on 2 cores) | tiny (seconds; for tests)")
+                    help="small (default: what experiments/mini uses, ~12 min cold on 2 cores) | tiny (~2 min; the demo and tests)")
     zb.add_argument("--only", type=lambda text: [p.strip() for p in text.split(",") if p.strip()], metavar="A,B",
                     help="build only these parts, e.g. tinyllama,siglip (and the tokenizer they need)")
     zb.set_defaults(fn=cmd_zoo_build)
