@@ -156,8 +156,8 @@ def score_answers(name: str, answers_file: str | Path, annotations: str | Path, 
 def flat_metrics(results: dict[str, dict]) -> dict[str, float]:
     """{"<bench>/<metric>": value} over every numeric metric, {"<bench>/<metric>_stderr": its
     standard error} beside each that has one, and for the benchmark's headline metric (the one
-    tables show) its chance level and that level's p-value, "<bench>/<metric>_chance" and "<bench>/<metric>_chance_p"
-    (the names MLflow gets as eval/...)."""
+    tables show) its chance level and that level's p-value as "<bench>/<metric>_chance" and
+    "<bench>/<metric>_chance_p" (the names MLflow gets as eval/...)."""
     out = {}
     for bench, r in results.items():
         errors, chance, p = r.get("stderr") or {}, r.get("chance") or {}, r.get("chance_p") or {}

@@ -14,9 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .collect import SweepData
 from vlmsweep.eval.chance import above_chance
 
+from .collect import SweepData
 from .tables import (
     AT_CHANCE,
     CHANCE,

@@ -132,7 +132,8 @@ def chance_summary(data: SweepData) -> str | None:
         return None
     k, m = sum(bool(above_chance(x)) for x in known), len(known)
     text = (f"{k} of {m} scores are above chance ({AT_CHANCE}: not above it). A score's chance level is what "
-            "the variant's own answers score when shuffled among questions of the same type (100 shuffles); "
+            "the variant's own answers score when shuffled among questions of the same type (100 shuffles, "
+            "fewer for sets over 20,000 answers); "
             f"it is above chance when fewer than {ALPHA:.0%} of the shuffles score as well.")
     if k == 0:
         return text + " No score is above chance: these variants have not learned to use the image and question."
