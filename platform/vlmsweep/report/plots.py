@@ -23,9 +23,9 @@ from .tables import (
     CHANCE_P,
     axes_with_choices,
     benchmarks,
+    beside_table,
     comparisons,
     finished,
-    stderr_table,
     variant_table,
 )
 
@@ -56,8 +56,8 @@ def bar_plots(data: SweepData, out_dir: Path) -> list[Path]:
     else:
         labels, colours = [], [palette[0]] * len(table)
     width = max(4.0, 0.55 * len(table) + 1.5)
-    errors, comps = stderr_table(data), comparisons(data)
-    chance, chance_p = stderr_table(data, CHANCE), stderr_table(data, CHANCE_P)
+    errors, comps = beside_table(data), comparisons(data)
+    chance, chance_p = beside_table(data, CHANCE), beside_table(data, CHANCE_P)
     paths = []
     for name, key in benchmarks(data):
         fig = Figure(figsize=(width, 3.6))

@@ -112,9 +112,10 @@ def _best_rows(column: pd.Series) -> set:
     return {i for i, v in column.items() if not math.isnan(v) and math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-9)}
 
 
-def stderr_table(data: SweepData, suffix: str = STDERR) -> pd.DataFrame:
-    """variant_table's benchmark columns, holding each score's standard error (NaN where none was
-    logged); with suffix CHANCE or CHANCE_P, its chance level or that level's p-value instead."""
+def beside_table(data: SweepData, suffix: str = STDERR) -> pd.DataFrame:
+    """variant_table's benchmark columns, holding what eval logged beside each score under SUFFIX:
+    its standard error (STDERR), chance level (CHANCE) or that level's p-value (CHANCE_P); NaN
+    where none was logged."""
     done = finished(data)
     table = pd.DataFrame(index=pd.Index(done["variant"], name="variant"))
     for name, key in benchmarks(data):
@@ -126,7 +127,7 @@ def stderr_table(data: SweepData, suffix: str = STDERR) -> pd.DataFrame:
 def chance_summary(data: SweepData) -> str | None:
     """The plain-words verdict on how many scores are above their chance level; None when no
     chance level was recorded (results scored before eval computed them)."""
-    p = stderr_table(data, CHANCE_P).to_numpy().ravel()
+    p = beside_table(data, CHANCE_P).to_numpy().ravel()
     known = [x for x in p if not math.isnan(x)]
     if not known:
         return None
@@ -156,7 +157,7 @@ class Comparison:
 def comparisons(data: SweepData) -> list[Comparison]:
     """Every finished variant against the best variant of each benchmark column: paired over the
     same items where both variants' per-item results were read, else from the two stderrs."""
-    scores, errors = variant_table(data), stderr_table(data)
+    scores, errors = variant_table(data), beside_table(data)
     out = []
     for name, key in benchmarks(data):
         column = scores[name]
@@ -199,10 +200,10 @@ def noise_summary(comps: list[Comparison]) -> str:
 
 
 def variant_grid(data: SweepData) -> Grid:
-    table, errors = variant_table(data), stderr_table(data)
+    table, errors = variant_table(data), beside_table(data)
     bench_cols = [name for name, _ in benchmarks(data)]
     best = {c: _best_rows(table[c].reset_index(drop=True)) for c in bench_cols}
-    comps, chance_p = comparisons(data), stderr_table(data, CHANCE_P)
+    comps, chance_p = comparisons(data), beside_table(data, CHANCE_P)
     marks = {(c.variant, c.column): (BEYOND if c.beyond else WITHIN) for c in comps if c.beyond is not None}
     rows, bold = [], []
     for i, (variant, row) in enumerate(table.iterrows()):
