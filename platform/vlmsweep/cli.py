@@ -300,6 +300,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if _local_cluster(args):
+        from vlmsweep.sweep.ray_cluster import quiet_embedded_cluster_logs
+
+        quiet_embedded_cluster_logs()
     try:
         return args.fn(args)
     except ConfigError as err:

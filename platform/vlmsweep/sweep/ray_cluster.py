@@ -32,7 +32,19 @@ WORKER_ENV_DEFAULTS = {
     # ray.train.report is drained by the controller at this interval (default 2 s): a
     # checkpoint report would otherwise stall every worker for up to 2 s
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    # Ray Train patches `print` in its workers to log through the root logger, and also
+    # prints as before when sys.stdout is wrapped (it is, in a Ray worker): every line a
+    # stage prints reached the driver twice
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
+# Ray Train's PlacementGroupCleaner asks the State API once a second whether the stage's
+# controller is still alive. The State API is served by the dashboard, which an embedded
+# cluster runs without, so each asking logged "Failed to query Ray Train Controller actor
+# state" (~90 lines in `make demo`, half its output). Nothing is lost by not asking: the
+# cleaner frees a dead controller's placement group, and an embedded cluster dies with its
+# driver. The driver skips forwarded worker lines that match RAY_DEDUP_LOGS_SKIP_REGEX,
+# which Ray reads when it is first imported: `quiet_embedded_cluster_logs` sets it before.
+EMBEDDED_SKIPPED_LOGS = "Failed to query Ray Train Controller actor state"
 WORKER_ENV_NAMES = ("MLFLOW_TRACKING_URI", "DS_ACCELERATOR", "HF_HUB_OFFLINE", "HF_ENDPOINT",
                     "GOOGLE_APPLICATION_CREDENTIALS")
 WORKER_ENV_PREFIXES = ("AWS_", "VLMSWEEP_", "MLFLOW_S3_")
@@ -226,9 +238,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    for key, value in WORKER_ENV_DEFAULTS.items():  # an embedded cluster's workers inherit them
+        os.environ.setdefault(key, value)
     target = address or os.environ.get("RAY_ADDRESS")
     if not target or target == "local":
         # workers of a local cluster are this machine's: its accelerator is theirs
@@ -256,6 +267,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     except ConnectionError as err:
         raise ClusterError([("--address", f"cannot connect to the Ray cluster at {target}: {err}")]) from None
     _keep_data_stats_actor()
+
+
+def quiet_embedded_cluster_logs() -> None:
+    """Called by the CLI before anything imports Ray, when the sweep will start its own cluster
+    (no --address, no RAY_ADDRESS). See EMBEDDED_SKIPPED_LOGS."""
+    os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", EMBEDDED_SKIPPED_LOGS)
 
 
 def _keep_data_stats_actor() -> None:
