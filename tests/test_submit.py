@@ -230,5 +230,6 @@ def test_work_dir_tracking_uri_and_worker_env_rules(monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")                         # never shipped
     assert worker_env() == {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_TRAIN_V2_ENABLED": "1",
                             "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+                            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                             "AWS_ENDPOINT_URL": "http://s3:9000",
                             "MLFLOW_TRACKING_URI": "http://mlflow:5000", "VLMSWEEP_DATA": "s3://b/data"}

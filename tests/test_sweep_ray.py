@@ -67,10 +67,12 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(grid_file, tmp_p
     driver.wait()
     time.sleep(3)
     # what the sweep's user read: each line a stage printed once (Ray Train's print patch
-    # doubled them), and none of the embedded cluster's State API warnings (one a second)
+    # doubled them), none of the embedded cluster's State API warnings (one a second), and
+    # no progress bars
     printed = log.read_text()
     assert printed.count("[pretrain] what trains:") == 1, printed[-3000:]
     assert "Failed to query Ray Train Controller" not in printed
+    assert "Loading weights" not in printed and "it/s]" not in printed
 
     os.environ["MLFLOW_TRACKING_URI"] = work.tracking_uri
     try:

@@ -36,6 +36,9 @@ WORKER_ENV_DEFAULTS = {
     # prints as before when sys.stdout is wrapped (it is, in a Ray worker): every line a
     # stage prints reached the driver twice
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    # transformers' "Loading weights" bar (huggingface_hub's switch): in a worker's forwarded
+    # log it is two lines of bar per model load, with nothing to watch
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
 }
 # Ray Train's PlacementGroupCleaner asks the State API once a second whether the stage's
 # controller is still alive. The State API is served by the dashboard, which an embedded
