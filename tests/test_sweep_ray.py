@@ -73,6 +73,7 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(grid_file, tmp_p
     assert printed.count("[pretrain] what trains:") == 1, printed[-3000:]
     assert "Failed to query Ray Train Controller" not in printed
     assert "Loading weights" not in printed and "it/s]" not in printed
+    assert "FutureWarning" not in printed, printed[-3000:]
 
     os.environ["MLFLOW_TRACKING_URI"] = work.tracking_uri
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -72,6 +73,10 @@ def build_engine(model: torch.nn.Module, groups: list[dict], t: TrainingConfig):
         # On CPU, DeepSpeed JIT-compiles a shared-memory collective op on first use (~50 s on a
         # cold machine, every fresh CI machine); gloo's own all-reduce is what we use anyway.
         importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+    # ZeRO's partitioned step calls torch's deprecated all_gather_into_tensor: a FutureWarning
+    # from every worker of every stage, about DeepSpeed's code, that no user can act on
+    warnings.filterwarnings("ignore", message="`torch.distributed.all_gather_into_tensor` is deprecated",
+                            category=FutureWarning)
     # "name" is ours (for logs); optimizers only need params, lr and weight_decay
     clean = [{k: v for k, v in g.items() if k != "name"} for g in groups]
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=clean, config=deepspeed_config(t))
