@@ -58,6 +58,28 @@ def test_predictions_and_scores_are_identical_at_batch_size_1_and_16(checkpoint,
     assert len(lines) % 2 == 0 and all(len(line.split("\t")) == 4 for line in lines)
 
 
+def test_bf16_placement_generates_from_bf16_weights_and_records_where(checkpoint, preset_root, bench_dir, tmp_path):
+    """The precision a GPU evaluates in, run here on the CPU: the same loading and generation
+    code, weights cast as they load (a 3B model never exists in fp32 first)."""
+    from vlmsweep.eval.generate import placement
+
+    assert placement() == ("cpu", torch.float32)        # no GPU here: fp32 on the CPU
+    assert placement("cpu", "bfloat16") == ("cpu", torch.bfloat16)
+    for bad in ({"device": "tpu"}, {"dtype": "float16"}):
+        with pytest.raises(ValueError):
+            placement(**bad)
+    model = load_checkpoint(checkpoint, preset_root, "cpu", torch.bfloat16)
+    assert {p.dtype for p in model.vlm.parameters()} == {torch.bfloat16}
+    result = evaluate_model(model, ["pope", "vqav2"], bench_dir, tmp_path, batch_size=4, max_new_tokens=4,
+                            log=lambda *_: None)
+    for bench, r in result.items():
+        assert (r["device"], r["dtype"]) == ("cpu", "bfloat16"), bench
+        assert r["counts"]["generated"] == r["counts"]["items"] > 0
+    fp32 = evaluate_model(load_checkpoint(checkpoint, preset_root), ["pope"], bench_dir, tmp_path / "fp32",
+                          max_new_tokens=4, log=lambda *_: None)["pope"]
+    assert (fp32["device"], fp32["dtype"]) == ("cpu", "float32")
+
+
 def test_missing_and_unreadable_images_are_counted_not_fatal(checkpoint, preset_root, bench_dir, tmp_path):
     import shutil
 
@@ -83,6 +105,11 @@ def test_cli_eval_prints_a_table_and_score_mode_rescores_answers(checkpoint, pre
                  "--max-new-tokens", "4"]) == 0
     table = capsys.readouterr().out
     assert "pope" in table and "scienceqa" in table and (out / "pope.json").is_file()
+    assert json.loads((out / "pope.json").read_text())["dtype"] == "float32"   # auto, without a GPU
+    # asking for a GPU this machine doesn't have: one line naming the flag, exit 2
+    assert main(["eval", checkpoint, "--bench", "pope", "--data", str(bench_dir), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --device: cuda: this machine has no CUDA GPU; "
+                                               "use --device cpu (or auto)")
 
     # score mode: the answers file the run wrote (LLaVA's format) and its results JSON score the same
     saved = json.loads((out / "scienceqa.json").read_text())

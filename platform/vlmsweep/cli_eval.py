@@ -28,13 +28,18 @@ def cmd_eval(args) -> int:
     if not is_complete(args.checkpoint):
         raise InputError([("CHECKPOINT", f"{args.checkpoint} is not a finished stage output (no manifest.json there; "
                                          "give a stage directory, e.g. WORK_DIR/stages/finetune-...)")])
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError([("--device", "cuda: this machine has no CUDA GPU; use --device cpu (or auto)")])
     work = WorkDir.at(args.work_dir)
     data = args.data or _world_bench_dir(args.checkpoint, work)
     check_benches(benches, data)
     out = args.out or storage.join(storage.normalize(args.checkpoint), "eval")
     judge = _judge(args, read_config(args.checkpoint).eval.judge)
     results = evaluate(args.checkpoint, benches, data, out, work.model_root(), batch_size=args.batch_size,
-                       max_new_tokens=args.max_new_tokens, judge=judge)
+                       max_new_tokens=args.max_new_tokens, judge=judge, device=args.device, dtype=args.dtype)
     print(format_table(results))
     files = sorted({f for r in results.values() for f in r.get("files", [])})
     print(f"results: {out}/<benchmark>.json; also {', '.join(files)}")
@@ -114,6 +119,10 @@ def add_eval_commands(sub, positive) -> None:
                                    "(default: the world's benchmark sets)")
     ev.add_argument("--batch-size", type=positive, default=16)
     ev.add_argument("--max-new-tokens", type=positive, default=32)
+    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where to generate (default: cuda if there is one)")
+    ev.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                    help="weights' precision (default: bfloat16 on a GPU that has it, float32 on CPU)")
     ev.add_argument("--out", help="where results go (default: CHECKPOINT/eval; score mode: print only)")
     ev.add_argument("--work-dir", help="work dir holding the presets (default ./.vlmsweep)")
     ev.add_argument("--answers", help="score mode: the answers file")

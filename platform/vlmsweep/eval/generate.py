@@ -37,12 +37,35 @@ class LoadedModel:
     stage_dir: str
 
 
-def load_checkpoint(stage_dir: str | Path, preset_root: str | Path) -> LoadedModel:
-    """A finished stage output → a model ready to generate (LoRA adapters kept unmerged)."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def placement(device: str = "auto", dtype: str = "auto") -> tuple[str, torch.dtype]:
+    """Where and in what precision evaluation generates. "auto": the GPU this process was
+    given when it has one (Ray sets CUDA_VISIBLE_DEVICES to an eval trial's GPU, so that is
+    cuda:0), in bf16 as LLaVA evaluates its models; else the CPU in fp32, where bf16 matmuls
+    are slower on most CPUs and round the answers differently from training's fp32 masters."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+        return device, torch.bfloat16 if bf16 else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be auto, {' or '.join(DTYPES)}, not {dtype!r}")
+    return device, DTYPES[dtype]
+
+
+def load_checkpoint(stage_dir: str | Path, preset_root: str | Path, device: str = "cpu",
+                    dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """A finished stage output → a model ready to generate (LoRA adapters kept unmerged), built
+    in `dtype` (the saved fp32 weights are cast as they load) and moved to `device`."""
     cfg = read_config(stage_dir)
     torch.manual_seed(cfg.seed)
-    vlm = build_vlm(cfg.model, preset_root)
+    vlm = build_vlm(cfg.model, preset_root, dtype=dtype)
     load_into(vlm, stage_dir, merge_lora=False)
+    vlm.to(device=device, dtype=dtype)  # LoRA adapters, created in fp32 by peft, too
     vlm.eval()
     return LoadedModel(cfg, vlm, load_tokenizer(cfg.model.llm, preset_root),
                        ImagePipeline.load(cfg.model.vision, preset_root), chat_template(cfg), str(stage_dir))
@@ -78,13 +101,14 @@ def answer(model: LoadedModel, items: list, images_dir: Path, batch_size: int = 
     ready.sort(key=lambda r: len(r[1]))  # similar lengths batch together: less padding
     stop = stop_token_id(model.tokenizer, model.template)
     pad = model.tokenizer.pad_token_id
+    device = next(model.vlm.parameters()).device
     texts = {}
     for start in range(0, len(ready), batch_size):
         chunk = ready[start:start + batch_size]
         ids, mask = left_pad([c[1] for c in chunk], pad)
         pixels = [c[2] for c in chunk if c[2] is not None]
-        pixel_values = torch.from_numpy(np.concatenate(pixels)) if pixels else None
-        out = model.vlm.generate(ids, mask, pixel_values, max_new_tokens=max_new_tokens,
+        pixel_values = torch.from_numpy(np.concatenate(pixels)).to(device) if pixels else None
+        out = model.vlm.generate(ids.to(device), mask.to(device), pixel_values, max_new_tokens=max_new_tokens,
                                  stop_token_id=stop, pad_token_id=pad)
         for (index, _, _), tokens in zip(chunk, out.tolist()):
             texts[index] = _decode(model.tokenizer, tokens, stop, pad)

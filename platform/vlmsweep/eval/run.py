@@ -21,7 +21,7 @@ from vlmsweep.config.errors import ConfigError, InputError
 from .benchmarks import BENCHMARKS, WORLD_BENCHMARKS, Answer, get_benchmark
 from .benchmarks.answers import read_answers, write_answers
 from .chance import above_chance, add_chance
-from .generate import LoadedModel, answer, load_checkpoint
+from .generate import LoadedModel, answer, load_checkpoint, placement
 from .stderr import add_stderr
 
 __all__ = ["WORLD_BENCHMARKS", "check_benches", "check_eval", "evaluate", "evaluate_model", "flat_metrics",
@@ -86,6 +86,12 @@ def _finish(bench, answers: list[Answer], key, folder: Path | None, out_dir: Pat
     return scored
 
 
+def _placed(model: LoadedModel) -> dict:
+    """Where the answers were generated, kept with the scores: bf16 answers may differ."""
+    weight = next(model.vlm.parameters())
+    return {"device": weight.device.type, "dtype": str(weight.dtype).removeprefix("torch.")}
+
+
 def _write(out_dir: Path, scored: dict) -> None:
     (out_dir / f"{scored['benchmark']}.json").write_text(json.dumps(scored, indent=1, default=str))
 
@@ -106,7 +112,7 @@ def evaluate_model(model: LoadedModel, benches: list[str], data_dir: str | Path,
                    if i in got.texts]
         unusable = [{"question_id": items[i].question_id, "reason": why} for i, why in sorted(got.unusable.items())]
         scored = _finish(bench, answers, key, folder, out_dir, judge, checkpoint=model.stage_dir,
-                         batch_size=batch_size, unusable=unusable, data=str(folder),
+                         batch_size=batch_size, unusable=unusable, data=str(folder), **_placed(model),
                          seconds=round(time.perf_counter() - started, 2))
         scored["counts"].update(items=len(items), generated=len(got.texts), unusable_image=len(unusable))
         _write(out_dir, scored)
@@ -118,14 +124,17 @@ def evaluate_model(model: LoadedModel, benches: list[str], data_dir: str | Path,
 
 def evaluate(stage_dir: str | Path, benches: list[str], data_dir: str | Path, out_dir: str | Path,
              preset_root: str | Path, batch_size: int = 16, max_new_tokens: int = 32, log=print,
-             judge=None) -> dict[str, dict]:
+             judge=None, device: str = "auto", dtype: str = "auto") -> dict[str, dict]:
     """Evaluate a stage output; `data_dir` and `out_dir` may be work-dir URIs: benchmark files are
-    read from a node-local copy, and results are written locally, then uploaded."""
+    read from a node-local copy, and results are written locally, then uploaded. `device` and
+    `dtype`: see generate.placement (by default the GPU in bf16 where there is one)."""
+    where, precision = placement(device, dtype)
+    log(f"[eval] generating on {where} in {str(precision).removeprefix('torch.')}, batches of {batch_size}")
     data_local = storage.local_copy(str(data_dir), f"bench/{data_dir}")
     remote_out = storage.is_remote(str(out_dir))
     local_out = Path(tempfile.mkdtemp(prefix="eval-")) if remote_out else Path(out_dir)
     try:
-        results = evaluate_model(load_checkpoint(stage_dir, preset_root), benches, data_local, local_out,
+        results = evaluate_model(load_checkpoint(stage_dir, preset_root, where, precision), benches, data_local, local_out,
                                  batch_size, max_new_tokens, log, judge)
         if remote_out:
             storage.upload_dir(local_out, str(out_dir))
