@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import warnings
 from contextlib import contextmanager
@@ -64,12 +65,30 @@ def import_deepspeed():
     return deepspeed
 
 
+def use_stage_accelerator(t: TrainingConfig) -> None:
+    """A stage without GPUs trains on the CPU, on a machine with GPUs too. Ray leaves a GPU
+    visible to a worker that asked for none (it only sets CUDA_VISIBLE_DEVICES for GPUs it
+    assigns), and DeepSpeed would take it (an embedded cluster on a GPU machine sets
+    DS_ACCELERATOR=cuda; elsewhere DeepSpeed detects CUDA): rank r then asks for cuda:r, which
+    a 1-GPU machine lacks. DeepSpeed reads the variable once, when first imported."""
+    if t.gpus_per_worker:
+        return
+    if "deepspeed" not in sys.modules:
+        os.environ["DS_ACCELERATOR"] = "cpu"
+        return
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":   # imported earlier in this process, as cuda
+        raise RuntimeError(f"a stage without GPUs, but DeepSpeed already chose {get_accelerator().device_name()}")
+
+
 def build_engine(model: torch.nn.Module, groups: list[dict], t: TrainingConfig):
     """DeepSpeed engine over the trainable parameter groups (each keeps its own lr)."""
     import importlib
 
+    use_stage_accelerator(t)
     deepspeed = import_deepspeed()
-    if not torch.cuda.is_available():
+    if deepspeed.accelerator.get_accelerator().device_name() == "cpu":
         # On CPU, DeepSpeed JIT-compiles a shared-memory collective op on first use (~50 s on a
         # cold machine, every fresh CI machine); gloo's own all-reduce is what we use anyway.
         importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
