@@ -43,7 +43,7 @@ WORKER_ENV_DEFAULTS = {
 # Ray Train's PlacementGroupCleaner asks the State API once a second whether the stage's
 # controller is still alive. The State API is served by the dashboard, which an embedded
 # cluster runs without, so each asking logged "Failed to query Ray Train Controller actor
-# state" (~90 lines in `make demo`, half its output). Nothing is lost by not asking: the
+# state" (90 of the demo's 235 lines). Nothing is lost by not asking: the
 # cleaner frees a dead controller's placement group, and an embedded cluster dies with its
 # driver. The driver skips forwarded worker lines that match RAY_DEDUP_LOGS_SKIP_REGEX,
 # which Ray reads when it is first imported: `quiet_embedded_cluster_logs` sets it before.
