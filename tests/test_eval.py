@@ -61,9 +61,12 @@ def test_predictions_and_scores_are_identical_at_batch_size_1_and_16(checkpoint,
 def test_bf16_placement_generates_from_bf16_weights_and_records_where(checkpoint, preset_root, bench_dir, tmp_path):
     """The precision a GPU evaluates in, run here on the CPU: the same loading and generation
     code, weights cast as they load (a 3B model never exists in fp32 first)."""
-    from vlmsweep.eval.generate import placement
+    from vlmsweep.config.errors import InputError
+    from vlmsweep.eval.generate import available_device, placement
 
     assert placement() == ("cpu", torch.float32)        # no GPU here: fp32 on the CPU
+    with pytest.raises(InputError, match="--device: cuda: this machine has no CUDA GPU"):
+        available_device("cuda")                        # eval's, chat's and demo's --device
     assert placement("cpu", "bfloat16") == ("cpu", torch.bfloat16)
     for bad in ({"device": "tpu"}, {"dtype": "float16"}):
         with pytest.raises(ValueError):

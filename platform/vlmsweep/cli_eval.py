@@ -17,6 +17,7 @@ def check_output_dir(path, flag):
 def cmd_eval(args) -> int:
     from vlmsweep import storage
     from vlmsweep.config.workdir import WorkDir
+    from vlmsweep.eval.generate import available_device
     from vlmsweep.eval.run import WORLD_BENCHMARKS, check_benches, evaluate, format_table
     from vlmsweep.train.stage_output import is_complete, read_config
 
@@ -28,11 +29,7 @@ def cmd_eval(args) -> int:
     if not is_complete(args.checkpoint):
         raise InputError([("CHECKPOINT", f"{args.checkpoint} is not a finished stage output (no manifest.json there; "
                                          "give a stage directory, e.g. WORK_DIR/stages/finetune-...)")])
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InputError([("--device", "cuda: this machine has no CUDA GPU; use --device cpu (or auto)")])
+    available_device(args.device)   # before the benchmark files are read
     work = WorkDir.at(args.work_dir)
     data = args.data or _world_bench_dir(args.checkpoint, work)
     check_benches(benches, data)

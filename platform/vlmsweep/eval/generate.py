@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from vlmsweep import IMAGE_MARKER
+from vlmsweep.config.errors import InputError
 from vlmsweep.config.schema import VariantConfig
 from vlmsweep.data.packing import left_pad
 from vlmsweep.data.tokenize import prompt_ids, stop_token_id
@@ -40,15 +41,24 @@ class LoadedModel:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def available_device(device: str) -> str:
+    """"auto" → cuda if this process sees a GPU, else cpu. "cuda" on a machine without one is
+    the user's --device (eval, chat, demo): one line naming it."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError([("--device", "cuda: this machine has no CUDA GPU; use --device cpu (or auto)")])
+    return device
+
+
 def placement(device: str = "auto", dtype: str = "auto") -> tuple[str, torch.dtype]:
     """Where and in what precision evaluation generates. "auto": the GPU this process was
     given when it has one (Ray sets CUDA_VISIBLE_DEVICES to an eval trial's GPU, so that is
     cuda:0), in bf16 as LLaVA evaluates its models; else the CPU in fp32, where bf16 matmuls
     are slower on most CPUs and round the answers differently from training's fp32 masters."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = available_device(device)
     if dtype == "auto":
         bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
         return device, torch.bfloat16 if bf16 else torch.float32

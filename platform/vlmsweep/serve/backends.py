@@ -28,12 +28,6 @@ from vlmsweep import IMAGE_MARKER
 from .turns import ChatError, Sampling, Turn, load_image  # noqa: F401  (the backends' vocabulary)
 
 
-def pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 class VLMChat:
     """A stage output served as evaluation serves it (eval/generate.py)."""
 
@@ -193,14 +187,13 @@ def load_chat_model(checkpoint: str, work_dir: str | None = None, lora: str | No
 
     from vlmsweep.config.errors import InputError
     from vlmsweep.config.workdir import WorkDir
+    from vlmsweep.eval.generate import available_device
     from vlmsweep.export.resolve import resolve_checkpoint
 
     from .quantize import check_quantize
 
     check_quantize(quantize, device)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError([("--device", "cuda: this machine has no CUDA GPU; use --device cpu (or auto)")])
-    device = pick_device(device)
+    device = available_device(device)
     if is_llava_export(checkpoint):
         if lora == "unmerged":
             raise InputError([("--lora", ("an hf-llava export has its LoRA adapters merged already: "
