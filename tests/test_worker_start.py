@@ -31,9 +31,9 @@ def test_deepspeed_is_imported_without_mlflow_or_compiling_muon_and_mlflow_still
 
 
 def test_a_stage_without_gpus_trains_on_the_cpu_when_deepspeed_was_told_cuda():
-    """An embedded cluster on a GPU machine gives its workers DS_ACCELERATOR=cuda, and Ray
-    leaves the GPU visible to workers that asked for none: a CPU stage's rank 1 then asked
-    for cuda:1. The stage's own resources decide, before DeepSpeed is imported."""
+    """On a GPU machine DeepSpeed picks CUDA (detected, or DS_ACCELERATOR=cuda as here), and
+    Ray leaves the GPU visible to workers that asked for none: a CPU stage's rank 1 then
+    asked for cuda:1. The stage's own resources decide, before DeepSpeed is imported."""
     code = textwrap.dedent("""
         import os
         from vlmsweep.config.schema import TrainingConfig

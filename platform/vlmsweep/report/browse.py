@@ -12,8 +12,8 @@ The view written here: the sweep's variant runs (children of its sweep run) as r
 axes (tags axis.<name>) and headline benchmark scores (metrics eval/<bench>/<metric>) as
 columns, then the scores' standard errors and chance levels where those were logged
 (..._stderr, ..._chance), best first on the first score. Runs of other sweeps, stage runs
-and earlier attempts of a re-run variant are filtered out. The UI still adds its fixed columns (Created, with the
-run's status, and Duration).
+and earlier attempts of a re-run variant are filtered out. The UI still adds its fixed
+columns (Created, with the run's status, and Duration).
 """
 
 from __future__ import annotations

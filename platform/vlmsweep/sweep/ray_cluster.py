@@ -245,8 +245,6 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         os.environ.setdefault(key, value)
     target = address or os.environ.get("RAY_ADDRESS")
     if not target or target == "local":
-        # workers of a local cluster are this machine's: its accelerator is theirs
-        os.environ.setdefault("DS_ACCELERATOR", "cuda" if _has_gpu() else "cpu")
         # Ray Train's preemption watcher (an actor per stage) follows node draining by an
         # autoscaler; an embedded cluster is this one machine, which nothing drains
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
@@ -303,9 +301,3 @@ def _job_env_vars() -> dict | None:
         return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
     except (ValueError, AttributeError):
         return {}
-
-
-def _has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

@@ -66,11 +66,12 @@ def import_deepspeed():
 
 
 def use_stage_accelerator(t: TrainingConfig) -> None:
-    """A stage without GPUs trains on the CPU, on a machine with GPUs too. Ray leaves a GPU
-    visible to a worker that asked for none (it only sets CUDA_VISIBLE_DEVICES for GPUs it
-    assigns), and DeepSpeed would take it (an embedded cluster on a GPU machine sets
-    DS_ACCELERATOR=cuda; elsewhere DeepSpeed detects CUDA): rank r then asks for cuda:r, which
-    a 1-GPU machine lacks. DeepSpeed reads the variable once, when first imported."""
+    """The stage's own resources choose DeepSpeed's accelerator. A stage without GPUs trains on
+    the CPU, on a machine with GPUs too: Ray leaves a GPU visible to a worker that asked for
+    none (it only sets CUDA_VISIBLE_DEVICES for GPUs it assigns), and DeepSpeed, detecting it,
+    would have rank r ask for cuda:r, which a 1-GPU machine lacks. A stage with GPUs sees only
+    its own, and DeepSpeed detects CUDA (or takes a DS_ACCELERATOR the user set). DeepSpeed
+    reads the variable once, when first imported."""
     if t.gpus_per_worker:
         return
     if "deepspeed" not in sys.modules:
