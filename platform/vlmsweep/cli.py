@@ -300,10 +300,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if _local_cluster(args):
-        from vlmsweep.sweep.ray_cluster import quiet_embedded_cluster_logs
+    from vlmsweep.sweep.ray_cluster import configure_driver_logs
 
-        quiet_embedded_cluster_logs()
+    configure_driver_logs(embedded=_local_cluster(args))
     try:
         return args.fn(args)
     except ConfigError as err:

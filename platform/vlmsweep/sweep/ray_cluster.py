@@ -46,8 +46,18 @@ WORKER_ENV_DEFAULTS = {
 # state" (90 of the demo's 235 lines). Nothing is lost by not asking: the
 # cleaner frees a dead controller's placement group, and an embedded cluster dies with its
 # driver. The driver skips forwarded worker lines that match RAY_DEDUP_LOGS_SKIP_REGEX,
-# which Ray reads when it is first imported: `quiet_embedded_cluster_logs` sets it before.
+# which Ray reads when it is first imported: `configure_driver_logs` sets it before.
 EMBEDDED_SKIPPED_LOGS = "Failed to query Ray Train Controller actor state"
+# What a stage prints starts with its name ("[finetune] ..."). Ray's log deduplication holds
+# back a line that another process printed recently (numbers aside) and prints it seconds
+# later, so a finetune's "what trains" table came out with its rows out of order, behind the
+# pretrain's equal rows. Lines matching RAY_DEDUP_LOGS_ALLOW_REGEX are printed as they come.
+STAGE_LINES = r"^\[[\w-]+\] "
+# Ray Train logs each checkpoint report of each rank (a long line with every metric) at INFO.
+# The stage's LoggingConfig(WARNING) keeps its other INFO lines out of the sweep's log, but this
+# one's logger is named after a file path, not "ray.train...", so the level does not reach it.
+# The worker's own log file (Ray's session logs) keeps it.
+SKIPPED_TRAIN_LOGS = "Reporting training result [0-9]+: TrainingReport"
 WORKER_ENV_NAMES = ("MLFLOW_TRACKING_URI", "DS_ACCELERATOR", "HF_HUB_OFFLINE", "HF_ENDPOINT",
                     "GOOGLE_APPLICATION_CREDENTIALS")
 WORKER_ENV_PREFIXES = ("AWS_", "VLMSWEEP_", "MLFLOW_S3_")
@@ -270,10 +280,14 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     _keep_data_stats_actor()
 
 
-def quiet_embedded_cluster_logs() -> None:
-    """Called by the CLI before anything imports Ray, when the sweep will start its own cluster
-    (no --address, no RAY_ADDRESS). See EMBEDDED_SKIPPED_LOGS."""
-    os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", EMBEDDED_SKIPPED_LOGS)
+def configure_driver_logs(embedded: bool) -> None:
+    """Called by the CLI before anything imports Ray (Ray reads these when it is imported):
+    stage lines print in order (STAGE_LINES), Ray Train's report lines are dropped
+    (SKIPPED_TRAIN_LOGS), and with a cluster of the sweep's own (no --address, no RAY_ADDRESS)
+    so are the cleaner's State API failures (EMBEDDED_SKIPPED_LOGS)."""
+    os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", STAGE_LINES)
+    skipped = [SKIPPED_TRAIN_LOGS, *([EMBEDDED_SKIPPED_LOGS] if embedded else [])]
+    os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", "|".join(skipped))
 
 
 def _keep_data_stats_actor() -> None:

@@ -123,6 +123,7 @@ def run_stage(cfg: VariantConfig, index: int, *, work: WorkDir, shard_dir: str, 
         CheckpointConfig,
         DataConfig,
         FailureConfig,
+        LoggingConfig,
         RunConfig,
         ScalingConfig,
     )
@@ -164,7 +165,10 @@ def run_stage(cfg: VariantConfig, index: int, *, work: WorkDir, shard_dir: str, 
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(name=storage.name(out_dir), storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=t.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or []),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or [],
+                             # Ray Train's INFO lines (two per rank per checkpoint, worker-group set-up)
+                             # stay in the session's ray-train-sys-*.log files, out of the sweep's log
+                             logging_config=LoggingConfig(log_level="WARNING")),
     )
     result = trainer.fit()
     if result.error:

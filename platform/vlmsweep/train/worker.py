@@ -69,7 +69,9 @@ def train_stage(job: dict) -> dict:
     entered = time.perf_counter()
     vlm, groups, tune_rows = build_stage_model(cfg, index, WorkDir(job["work"]).model_root(), job["init_dir"])
     if rank == 0:
-        print(f"[{stage.name}] what trains:\n{format_summary(tune_rows)}", flush=True)
+        # every line names its stage: sweep/ray_cluster.py STAGE_LINES keeps them in order
+        print("\n".join(f"[{stage.name}] {line}" for line in ["what trains:", *format_summary(tune_rows).splitlines()]),
+              flush=True)
     built = time.perf_counter()
     engine = build_engine(vlm, groups, t)
     engine_built = time.perf_counter()
