@@ -131,7 +131,7 @@ def test_a_stage_trains_from_s3_shards_into_s3_and_loads_back(s3, tmp_path, cach
     cfg = resolve({"name": "s3-stage", "data": {"synthetic": {"size": "tiny", "image_size": 32}}, "recipe": "base",
                    "training": {"steps": 3, "global_batch": 4, "micro_batch": 1, "workers": 2, "cpus_per_worker": 0.5,
                                 "max_length": 384, "checkpoint_every": 2}})
-    work = WorkDir.at(f"{s3}/train")
+    work = WorkDir.at(f"{s3}/world")   # the world the test above built there, if it ran: one build
     splits = ensure_splits(cfg.data, work)
     out = work.path("stages", "pretrain-s3")
     ensure_ray(num_cpus=2)
