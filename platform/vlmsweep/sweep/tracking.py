@@ -90,6 +90,17 @@ class MetricsSink:
         MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
 
 
+def local_artifact_root(tracking_uri: str) -> str | None:
+    """Where a local sqlite store keeps its runs' artifacts: `mlartifacts/` beside the database,
+    as `mlflow server` does. MLflow's default for a database store is ./mlruns under whatever
+    folder the command ran in, so a run's config and eval files landed outside its work dir,
+    in the user's current folder. None (the server's artifact store) for a tracking server."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///").split("?")[0])
+    return (database.parent / "mlartifacts").resolve().as_uri()
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str = EXPERIMENT):
         import mlflow
@@ -99,7 +110,8 @@ class Tracker:
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=local_artifact_root(tracking_uri))
 
     def log_variant_config(self, run_id: str, cfg, resolved_yaml: str) -> None:
         self._log_params(run_id, flatten(cfg.model_dump(mode="json")))
