@@ -93,8 +93,31 @@ def test_a_node_removed_mid_stage_resumes_from_its_s3_checkpoint_with_equal_weig
     assert faulty.rsplit("/", 1)[1] == uninterrupted.rsplit("/", 1)[1]   # one stage identity
     a, b = _weights(parts, f"{uninterrupted}/connector.safetensors"), _weights(parts, f"{faulty}/connector.safetensors")
     assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+    if any(not torch.allclose(a[name], b[name], rtol=0, atol=1e-6) for name in a):
+        # where the two runs part: before the checkpoint it resumed from, or after it
+        pytest.fail(f"the resumed stage's weights differ from an uninterrupted run's; "
+                    f"{_first_difference(parts, manifest['resumed_from_step'])}\n{logs[-6000:]}")
+
+
+def _losses(parts: Parts, work_dir: str) -> dict[int, float]:
+    client, _, _, stages = mlflow_runs(parts.tracking, "smoke", work_dir)
+    [pretrain] = [r for r in stages if r.data.tags["vlmsweep.stage_id"].startswith("pretrain-")]
+    history = sorted(client.get_metric_history(pretrain.info.run_id, "train/loss"), key=lambda m: m.timestamp)
+    return {m.step: m.value for m in history}
+
+
+def _first_difference(parts: Parts, resumed_from: int) -> str:
+    """The first step whose logged loss differs between the interrupted and the clean run
+    (the interrupted run logs the steps after its checkpoint twice: the last value counts)."""
+    try:
+        faulty, clean = _losses(parts, parts.s3.uri("node-fault")), _losses(parts, parts.s3.uri("node-clean"))
+    except Exception as err:    # a diagnosis that fails must not hide the failure it explains
+        return f"(their loss histories could not be read: {err!r})"
+    step = next((s for s in sorted(clean) if faulty.get(s) != clean[s]), None)
+    if step is None:
+        return f"their losses agree at every step (resumed from step {resumed_from})"
+    return (f"the losses first differ at step {step} ({faulty.get(step)} vs {clean[step]}), "
+            f"resumed from step {resumed_from}")
 
 
 def test_a_killed_driver_resumes_on_resubmit_with_one_run_per_variant_and_no_stage_twice(parts):

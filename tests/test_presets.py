@@ -41,3 +41,21 @@ def test_a_rank1_worker_writes_whole_presets_equal_to_rank0s(tmp_path):
         a, b = load_file(str(zero / "model.safetensors")), load_file(str(one / "model.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)   # deterministic: same on every node
     assert Path(tmp_path / "rank1" / "llm-llama-tiny" / "tokenizer.json").is_file()
+
+
+def test_the_seed_alone_decides_the_connector_whether_or_not_presets_were_built_first(tmp_path):
+    """A stage's worker builds the presets on a node that has none yet. Building one seeds and
+    draws torch's RNG, which the connector's initialisation draws from next: on a cluster the
+    same stage then began from a different connector depending on where it ran (the node-removal
+    fault test's flaky weights). Built or found, the connector must be the same."""
+    from vlmsweep.config.load import resolve
+    from vlmsweep.models.vlm import build_vlm
+
+    model = resolve({"name": "rng", "model": {"vision": {"family": "siglip"}, "llm": {"family": "llama"},
+                                              "connector": {"name": "mlp2x_gelu"}}}).model
+    connectors = []
+    for _ in ("built", "found"):                 # the first call builds the presets, the second loads them
+        torch.manual_seed(7)
+        connectors.append(build_vlm(model, tmp_path / "presets").connector.state_dict())
+    for name, tensor in connectors[0].items():
+        assert torch.equal(tensor, connectors[1][name]), name

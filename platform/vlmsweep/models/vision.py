@@ -92,8 +92,9 @@ def get_vision_family(name: str) -> VisionFamily:
 def _save_preset(family_name: str, out: Path) -> None:
     family = get_vision_family(family_name)
     config = family.tiny_config()
-    torch.manual_seed(0)  # a preset is the same weights on every machine
-    save_model(family.model_class(config), out)
+    with torch.random.fork_rng(devices=[]):   # the caller's RNG (next: the connector's init) stays as it was
+        torch.manual_seed(0)  # a preset is the same weights on every machine
+        save_model(family.model_class(config), out)
     family.tiny_processor(config.image_size).save_pretrained(out)
 
 
