@@ -18,7 +18,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, Gemma
 from vlmsweep.config.errors import ConfigError, lookup
 from vlmsweep.config.schema import LLMConfig
 
-from .presets import materialize, preset_dir, save_model, zoo_checkpoint
+from .presets import materialize, preset_dir, save_model, seeded_init, zoo_checkpoint
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,7 @@ def _save_preset(family_name: str, out: Path) -> None:
     config = family.config_class(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                  tie_word_embeddings=False, **overrides)
-    # seeded, so a preset is the same weights on every machine; in a forked RNG, so that building
-    # it (on a node that had none yet) leaves the caller's draws, the connector's init, as they were
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        save_model(AutoModelForCausalLM.from_config(config), out)
+    save_model(seeded_init(lambda: AutoModelForCausalLM.from_config(config)), out)
     tokenizer.save_pretrained(out)
 
 

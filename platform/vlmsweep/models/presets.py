@@ -8,13 +8,27 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from vlmsweep.config.errors import ConfigError
 from vlmsweep.config.workdir import ZOO_INFO  # written by `vlmsweep zoo build` next to each artifact
 
+T = TypeVar("T")
+
 
 def preset_dir(root: str | Path, kind: str, family: str) -> Path:
     return Path(root) / f"{kind}-{family}-tiny"
+
+
+def seeded_init(build: Callable[[], T]) -> T:
+    """A preset's random weights: seeded, so a preset is the same on every machine; in a forked
+    RNG, so that building one (on a node that had none yet) leaves the caller's draws as they
+    were. The next draw is the connector's initialisation, which the variant's seed alone decides."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build()
 
 
 def save_model(model, out: Path) -> None:

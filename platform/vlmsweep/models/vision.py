@@ -28,7 +28,7 @@ from transformers.models.siglip import SiglipImageProcessorPil
 from vlmsweep.config.errors import ConfigError, lookup
 from vlmsweep.config.schema import VisionConfig
 
-from .presets import materialize, preset_dir, save_model, zoo_checkpoint
+from .presets import materialize, preset_dir, save_model, seeded_init, zoo_checkpoint
 from .stack import block_stack
 
 
@@ -92,9 +92,7 @@ def get_vision_family(name: str) -> VisionFamily:
 def _save_preset(family_name: str, out: Path) -> None:
     family = get_vision_family(family_name)
     config = family.tiny_config()
-    with torch.random.fork_rng(devices=[]):   # the caller's RNG (next: the connector's init) stays as it was
-        torch.manual_seed(0)  # a preset is the same weights on every machine
-        save_model(family.model_class(config), out)
+    save_model(seeded_init(lambda: family.model_class(config)), out)
     family.tiny_processor(config.image_size).save_pretrained(out)
 
 
