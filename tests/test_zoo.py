@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-
 from vlmsweep.config.errors import ConfigError
 from vlmsweep.config.schema import LLMConfig, VisionConfig
 from vlmsweep.config.workdir import WorkDir
@@ -262,3 +261,33 @@ def test_the_prismatic_miniature_runs_on_the_zoo(zoo):
     log = run_mini(zoo["root"], "experiments/mini/prismatic.yaml", "sweep", "--variant",
                    "prism-dinosiglip-controlled+7b", sets=[*TINY, "eval.benchmarks=[pope]", "eval.max_new_tokens=2"])
     assert "sweep prismatic-mini: 2 stage(s) run" in log and "prism-dinosiglip-controlled+7b: FINISHED" in log
+
+
+def _probe_vision():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "probe_vision.py"
+    spec = importlib.util.spec_from_file_location("probe_vision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vision_probe_reads_every_vision_part(zoo, capsys):
+    """bench/probe_vision.py: a row per vision part, its random twin and each grid's pixels; the
+    raw pixels carry colour far above the majority class (what the probe is calibrated on)."""
+    assert _probe_vision().main(["--work-dir", str(zoo["root"]), "--scenes", "80"]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line.strip(" |").split(" | ")[1:]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    for name in VISIONS:
+        assert name in rows and f"{name} (random)" in rows
+        assert rows[name][:2] == [str(VISIONS[name][2]), str(zoo["built"][name]["spec"]["hidden"])]
+    assert {"pixels (4x4 grid)", "pixels (6x6 grid)"} <= set(rows)  # clip's grid; siglip's and dinov2's
+    majority = float(rows["majority class"][2])
+    assert float(rows["pixels (6x6 grid)"][2]) > majority + 0.3
+
+
+def test_vision_probe_without_a_zoo_says_what_to_run(tmp_path, capsys):
+    assert _probe_vision().main(["--work-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "vlmsweep zoo build" in err
