@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from vlmsweep.config.errors import ConfigError
 from vlmsweep.config.schema import VisionConfig
 from vlmsweep.data.world.scenes import COLOURS, KINDS, SIZES, render, sample_scene
 from vlmsweep.models.vision import ImagePipeline, VisionTower, get_vision_family
@@ -108,8 +109,9 @@ def probe_accuracy(x: np.ndarray, y: np.ndarray, owner: list, seed: int = 0, hid
     yt = torch.from_numpy(y)
     torch.manual_seed(seed)
     classes = int(y.max()) + 1
-    probe = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], hidden), torch.nn.GELU(), torch.nn.Linear(hidden, classes)) \
-        if hidden else torch.nn.Linear(xt.shape[1], classes)
+    nn = torch.nn
+    probe = nn.Sequential(nn.Linear(xt.shape[1], hidden), nn.GELU(), nn.Linear(hidden, classes)) if hidden \
+        else nn.Linear(xt.shape[1], classes)
     opt = torch.optim.Adam(probe.parameters(), lr=1e-3 if hidden else 1e-2, weight_decay=1e-4)
     for _ in range(1500 if hidden else 500):
         opt.zero_grad()
@@ -149,17 +151,33 @@ def main(argv=None) -> int:
         print(f"error: no built vision part in {zoo}: run `vlmsweep zoo build --work-dir {args.work_dir}`",
               file=sys.stderr)
         return 2
+    if args.scenes < 10:
+        print(f"error: --scenes must be at least 10 (2 scored for each 8 fitted), got {args.scenes}", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # two bars per part on stderr; the table is the output
     scenes = held_out_scenes(args.scenes)
     y = labels(scenes)
     majority = {a: np.bincount(v).max() / len(v) for a, v in y.items()}
-    print(f"{len(scenes)} scenes, {len(y['colour'])} objects; one linear probe per attribute on the patch "
-          f"token at each object's centre (feature layer {args.layer}); scored on the last 20% of scenes")
     probes = {"linear": 0, "MLP": 256} if args.mlp else {"linear": 0}
+    print(f"{len(scenes)} scenes, {len(y['colour'])} objects; a {' and an '.join(probes)} probe per attribute on "
+          f"the patch token at each object's centre (feature layer {args.layer}); scored on the last 20% of scenes")
     columns = [f"{a} ({p})" if args.mlp else a for p in probes for a in ATTRIBUTES]
     print("| features | tokens | dim | " + " | ".join(columns) + " |")
     print("|---|---:|---:|" + "---:|" * len(columns))
     print("| majority class | | | " + " | ".join(f"{majority[a]:.2f}" for _ in probes for a in ATTRIBUTES) + " |")
+    try:
+        _print_rows(zoo, presets, parts, scenes, y, probes, args.layer)
+    except ConfigError as err:  # e.g. a --layer the encoder doesn't have
+        field, message = err.problems[0]
+        print(f"error: {field}: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print_rows(zoo: Path, presets: Path, parts, scenes, y, probes: dict, layer: int) -> None:
     grids = set()
     with tempfile.TemporaryDirectory() as tmp:
         for name, family in parts:
@@ -167,18 +185,17 @@ def main(argv=None) -> int:
             rows = []
             if (spec["image_size"], spec["patch_size"]) not in grids:  # pixels once per grid
                 grids.add((spec["image_size"], spec["patch_size"]))
-                cfg = VisionConfig(family=family, checkpoint=f"zoo:{name}", feature_layer=args.layer)
+                cfg = VisionConfig(family=family, checkpoint=f"zoo:{name}", feature_layer=layer)
                 grid = spec["image_size"] // spec["patch_size"]
                 rows.append((f"pixels ({grid}x{grid} grid)", pixel_rows(cfg, presets, scenes, spec["patch_size"])))
             random_dir = random_copy(zoo / name, Path(tmp) / name, family)
             for label, checkpoint in ((name, f"zoo:{name}"), (f"{name} (random)", str(random_dir))):
-                cfg = VisionConfig(family=family, checkpoint=checkpoint, feature_layer=args.layer)
+                cfg = VisionConfig(family=family, checkpoint=checkpoint, feature_layer=layer)
                 rows.append((label, encoder_rows(cfg, presets, scenes)))
             for label, ((x, owner), tokens) in rows:
                 accs = [probe_accuracy(x, y[a], owner, hidden=h) for h in probes.values() for a in ATTRIBUTES]
                 print(f"| {label} | {tokens} | {x.shape[1]} | " + " | ".join(f"{v:.2f}" for v in accs) + " |",
                       flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -291,3 +291,9 @@ def test_vision_probe_without_a_zoo_says_what_to_run(tmp_path, capsys):
     assert _probe_vision().main(["--work-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "vlmsweep zoo build" in err
+
+
+def test_vision_probe_refuses_a_layer_the_encoders_lack(zoo, capsys):
+    assert _probe_vision().main(["--work-dir", str(zoo["root"]), "--scenes", "10", "--layer", "9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: model.vision.feature_layer: 9 is outside an encoder of 4 layers (allowed: 1..4 or -4..-1)"]
