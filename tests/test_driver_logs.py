@@ -45,3 +45,27 @@ def test_stage_lines_are_kept_and_report_and_state_api_lines_dropped(monkeypatch
     skip = os.environ["RAY_DEDUP_LOGS_SKIP_REGEX"]
     assert re.search(skip, report) and re.search(skip, EMBEDDED_SKIPPED_LOGS + " (actor abc)")
     assert not re.search(skip, "[finetune] rank 0 starts training 7.4 s after its process started")
+
+
+# Ray Data's console lines in a demo run (ray 2.60), as the driver receives them from the workers
+DATA_LINES = [
+    "Starting execution of Dataset dataset_0356T4yUNNA9XRh2lKTftr_0. Full logs are in /tmp/ray/session_x/logs/ray-data",
+    "Execution plan of Dataset dataset_0356T4yUNNA9XRh2lKTftr_0: InputDataBuffer[Input] -> "
+    "TaskPoolMapOperator[MapBatches(_read_shards)->Project->MapBatches(prepare_table)]",
+    "\u2714\ufe0f  Dataset train_rank0_0356T65vrze9Jx8r4Lctdl_3 execution finished in 0.00 seconds",
+    "Progress bars disabled. To enable, set `ray.data.DataContext.get_current().enable_progress_bars = True`.",
+    "/v/lib/python3.11/site-packages/ray/data/_internal/execution/interfaces/execution_options.py:436: "
+    "RayDeprecationWarning: `ExecutionOptions.exclude_resources` is deprecated and will be removed after January 2027.",
+    "  self.exclude_resources = exclude_resources",
+]
+
+
+def test_ray_data_execution_lines_are_dropped_and_its_errors_kept(monkeypatch):
+    monkeypatch.delenv("RAY_DEDUP_LOGS_SKIP_REGEX", raising=False)
+    configure_driver_logs(embedded=False)
+    skip = os.environ.pop("RAY_DEDUP_LOGS_SKIP_REGEX")
+    assert [line for line in DATA_LINES if not re.search(skip, line)] == []
+    for kept in ("[pretrain] data ready in 6.8 s (prepared and cached: /w/prepared/d48f)",
+                 "Exception raised in creation task: The actor died because of an error raised in its creation task",
+                 "ValueError: shard-00001.parquet: row 7: conversations[1].text is empty"):
+        assert not re.search(skip, kept)
