@@ -25,11 +25,11 @@ SHORT_ANSWER_KINDS = ("vqa", "yes_no", "count", "ocr")  # one question, one word
 FRESH_SEED = 7  # another world seed: new scenes, the same generators
 
 
-def items(seed: int, size: int, image_size: int, first: int) -> list[tuple[str, str, Item]]:
+def items(seed: int, size: int, image_size: int, first: int, mix: dict | None = None) -> list[tuple[str, str, Item]]:
     """(question kind, answer, item) for the short-answer items among the first `first` of the
-    instruct mix of world `seed` of `size` instruct items."""
+    instruct mix of world `seed` of `size` instruct items (and its data.synthetic.mix)."""
     out = []
-    for index, kind in enumerate(world.instruct_plan(seed, size)[:first]):
+    for index, kind in enumerate(world.instruct_plan(seed, size, world.normal_mix(mix))[:first]):
         if kind not in SHORT_ANSWER_KINDS:
             continue
         made = world.instruct_item(seed, index, kind, image_size)
@@ -63,8 +63,8 @@ def main(argv=None) -> int:
         return 2
     synthetic = model.cfg.data.synthetic
     size = world.WORLD_SIZES[synthetic.size][1]
-    seen = accuracy(model, items(synthetic.seed, size, synthetic.image_size, args.items))
-    fresh = accuracy(model, items(FRESH_SEED, size, synthetic.image_size, args.items))
+    seen = accuracy(model, items(synthetic.seed, size, synthetic.image_size, args.items, synthetic.mix))
+    fresh = accuracy(model, items(FRESH_SEED, size, synthetic.image_size, args.items, synthetic.mix))
     print(f"| question kind | trained on (world seed {synthetic.seed}) | fresh (seed {FRESH_SEED}) |")
     print("|---|---:|---:|")
     for kind in sorted(set(seen) | set(fresh)):

@@ -305,3 +305,44 @@ def test_size_and_image_size_validation(tmp_path):
             build_world(tmp_path, image_size=bad)
         assert err.value.problems[0][0] == "data.image_size"
     assert not (tmp_path / "world.json").exists()
+
+
+def test_a_mix_is_a_world_of_its_own_with_the_same_captions(world, tmp_path):
+    """data.synthetic.mix: the instruct split draws only the named kinds, in their shares; the
+    caption splits are the default world's, byte for byte (a pretrain on them is reused)."""
+    _, default = world
+    mixed = build_world(tmp_path, seed=0, size="tiny", image_size=64, mix={"yes_no": 3, "vqa": 1, "ocr": 0})
+    n = WORLD_SIZES["tiny"][1]
+    assert mixed["mix"] == {"vqa": 0.25, "yes_no": 0.75} and "mix" not in default
+    assert mixed["splits"]["instruct"]["sources"] == {"world/vqa": n // 4, "world/yes_no": 3 * n // 4}
+    for split in ("captions_short", "captions_detailed"):
+        assert mixed["splits"][split]["content_hash"] == default["splits"][split]["content_hash"]
+    # every item regenerates from (seed, index, kind), and its answer matches its scene
+    regenerated = list(instruct_items(0, n, 64, mix={"yes_no": 3, "vqa": 1}))
+    assert [it.sample["id"] for it in regenerated] == [s["id"] for s in iter_samples(tmp_path / "instruct")]
+    for item in regenerated:
+        if item.kind == "yes_no":
+            qa, scene = item.qas[0], item.scenes[0]
+            colour, kind = re.match(r"Is there an? (\w+) (\w+) in the image\?", qa.question).groups()
+            present = any(o.colour == colour and o.kind == kind for o in scene.objects)
+            assert qa.answer == ("Yes" if present else "No")
+
+
+def test_mix_problems_name_the_field_and_the_default_mix_is_the_default_world():
+    from vlmsweep.config.schema import DataConfig
+    from vlmsweep.data.prepare import world_name
+    from vlmsweep.data.world.build import MIX, mix_problems, normal_mix
+
+    assert mix_problems({"yesno": 1})[0][0] == "data.synthetic.mix.yesno"
+    assert "did you mean yes_no" in mix_problems({"yesno": 1})[0][1]
+    assert mix_problems({"vqa": -1})[0][0] == "data.synthetic.mix.vqa"
+    assert mix_problems({"vqa": True})[0][0] == "data.synthetic.mix.vqa"
+    assert mix_problems({"vqa": 0}) == [("data.synthetic.mix", "every weight is 0: the instruct split would be empty")]
+    with pytest.raises(ConfigError):
+        normal_mix({"yesno": 1})
+    # the default mix, however it is written, is the default world: same folder, same items
+    assert normal_mix({k: 100 * w for k, w in MIX.items()}) is None
+    name = lambda mix: world_name(DataConfig(synthetic={"size": "small", "mix": mix}))  # noqa: E731
+    assert name(None) == name(dict(MIX)) == "world-v3-small-seed0-px64"
+    assert name({"yes_no": 1}) == name({"yes_no": 5, "ocr": 0}) != name({"yes_no": 1, "vqa": 1})
+    assert name({"yes_no": 1}).startswith("world-v3-small-seed0-px64-mix")

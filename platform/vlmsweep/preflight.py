@@ -53,6 +53,10 @@ def check_variant(cfg: VariantConfig, preset_root: str, where: dict[str, str] | 
         raise ConfigError(problems)
     notes = _model_checks(cfg, preset_root, offline_ok)
     problems = position_problems(cfg, preset_root, where)
+    if cfg.data.source == "synthetic":
+        from vlmsweep.data.world.build import mix_problems
+
+        problems += mix_problems(cfg.data.synthetic.mix)
     problems += resource_problems(cfg, where) if local_cluster else []
     try:
         check_eval(cfg.eval)

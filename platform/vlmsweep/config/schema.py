@@ -269,6 +269,9 @@ class SyntheticDataConfig(Strict):
     size: Literal["tiny", "small", "medium"] = "tiny"
     seed: int = 0
     image_size: int = Field(64, ge=32, le=768)
+    # the instruct split's kinds and their weights, e.g. {vqa: 1, yes_no: 1}: a world of its own,
+    # the same size. None = LLaVA-665K's spread (data/world/build.py MIX names the kinds; it checks them)
+    mix: dict[str, float] | None = None
 
 
 class DataConfig(Strict):

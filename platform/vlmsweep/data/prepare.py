@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -12,6 +13,7 @@ from vlmsweep.config.workdir import WorkDir
 
 from .shards import MANIFEST, read_manifest
 from .world import build_world, llava_mix
+from .world.build import normal_mix
 
 
 # Bump when the world generator's output changes (new splits it writes, benchmark sets, wording):
@@ -21,8 +23,14 @@ WORLD_VERSION = 3
 
 
 def world_name(data: DataConfig) -> str:
+    """The world's folder name: its generator version, size, seed and image size, and a hash of its
+    mix when that isn't the default (the same mix written another way names the same folder)."""
     s = data.synthetic
-    return f"world-v{WORLD_VERSION}-{s.size}-seed{s.seed}-px{s.image_size}"
+    name = f"world-v{WORLD_VERSION}-{s.size}-seed{s.seed}-px{s.image_size}"
+    mix = normal_mix(s.mix)
+    if mix:
+        name += "-mix" + hashlib.sha256(json.dumps(mix, sort_keys=True).encode()).hexdigest()[:8]
+    return name
 
 
 def world_dir(data: DataConfig, work: WorkDir) -> str:
@@ -38,7 +46,7 @@ def ensure_world(data: DataConfig, work: WorkDir) -> str:
         local = work.local_root / "data" / world_name(data)
         if not (local / "world.json").is_file():
             build_world(local, seed=data.synthetic.seed, size=data.synthetic.size,
-                        image_size=data.synthetic.image_size)
+                        image_size=data.synthetic.image_size, mix=data.synthetic.mix)
         storage.upload_dir(local, root, last="world.json")
     return root
 

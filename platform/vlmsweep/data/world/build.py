@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmsweep.config.errors import ConfigError
+from vlmsweep.config.errors import ConfigError, did_you_mean
 
 from ..shards import IMAGE_MARKER, ShardWriter
 from . import questions as Q
@@ -31,6 +31,9 @@ WORLD_SIZES = {"tiny": (256, 384), "small": (2_000, 3_000), "medium": (20_000, 3
 # conversations, multiple choice, OCR, image descriptions and text-only dialogue.
 MIX = {"vqa": 0.18, "yes_no": 0.12, "count": 0.12, "choice": 0.12, "ocr": 0.08,
        "conversation": 0.12, "describe": 0.06, "multi_image": 0.10, "text_only": 0.10}
+# A world can be built with another mix (data.synthetic.mix): the same kinds, other shares. A
+# kind's share is its weight over the weights' sum; a kind left out gets none.
+MIX_FIELD = "data.synthetic.mix"
 # instruct_detailed is instruct with the "describe" answers swapped for detailed captions,
 # as ShareGPT4V's SFT mix swaps its captions into LLaVA-665K; every other row is identical.
 SPLITS = ("captions_short", "captions_detailed", "instruct", "instruct_detailed")
@@ -47,8 +50,38 @@ class Item:
     kind: str = ""
 
 
-def check_args(seed, size, image_size) -> None:
-    problems = []
+def mix_problems(mix: dict | None) -> list[tuple[str, str]]:
+    """What is wrong with a data.synthetic.mix: unknown kinds, weights that aren't numbers >= 0,
+    nothing left to draw."""
+    if mix is None:
+        return []
+    if not isinstance(mix, dict):
+        return [(MIX_FIELD, f"must map kinds to weights, got {mix!r}")]
+    problems = [(f"{MIX_FIELD}.{k}", f"unknown instruct kind{did_you_mean(k, MIX)}; allowed: {', '.join(MIX)}")
+                for k in mix if k not in MIX]
+    problems += [(f"{MIX_FIELD}.{k}", f"must be a number >= 0, got {w!r}") for k, w in mix.items()
+                 if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0]
+    if not problems and not sum(mix.values()) > 0:
+        problems.append((MIX_FIELD, "every weight is 0: the instruct split would be empty"))
+    return problems
+
+
+def normal_mix(mix: dict | None) -> dict[str, float] | None:
+    """A mix as shares summing to 1, kinds with weight 0 left out, in MIX's order; None for the
+    default mix however it is written, so a world built with it is the default world."""
+    if mix is None:
+        return None
+    problems = mix_problems(mix)
+    if problems:
+        raise ConfigError(problems)
+    total = sum(mix.values())
+    shares = {k: round(mix[k] / total, 9) for k in MIX if mix.get(k, 0) > 0}
+    default = {k: round(w / sum(MIX.values()), 9) for k, w in MIX.items()}
+    return None if shares == default else shares
+
+
+def check_args(seed, size, image_size, mix: dict | None = None) -> None:
+    problems = mix_problems(mix)
     if size not in WORLD_SIZES:
         problems.append(("data.size", f"unknown size {size!r}; allowed: {', '.join(WORLD_SIZES)}"))
     if isinstance(image_size, bool) or not isinstance(image_size, int) \
@@ -101,8 +134,9 @@ def plan_kinds(mix: dict[str, float], n: int, shuffle_seed: str) -> list[str]:
     return plan
 
 
-def instruct_plan(seed: int, n: int) -> list[str]:
-    return plan_kinds(MIX, n, f"{seed}/instruct/plan")
+def instruct_plan(seed: int, n: int, mix: dict | None = None) -> list[str]:
+    """The kind of each of the n instruct items (`mix`: a normal_mix, None for MIX)."""
+    return plan_kinds(MIX if mix is None else mix, n, f"{seed}/instruct/plan")
 
 
 def _image_turn(text: str, n_images: int = 1) -> dict:
@@ -186,28 +220,31 @@ def instruct_item(seed: int, index: int, kind: str, image_size: int,
                  "source": source, "modality": "image"}, [scene], qas, kind)
 
 
-def instruct_items(seed: int, n: int, image_size: int, captions: str = "short") -> Iterator[Item]:
-    for i, kind in enumerate(instruct_plan(seed, n)):
+def instruct_items(seed: int, n: int, image_size: int, captions: str = "short",
+                   mix: dict | None = None) -> Iterator[Item]:
+    for i, kind in enumerate(instruct_plan(seed, n, normal_mix(mix))):
         yield instruct_item(seed, i, kind, image_size, captions)
 
 
 # ---- build -----------------------------------------------------------------------------
 
 def build_world(out_dir: str | Path, *, seed: int = 0, size: str = "tiny",
-                image_size: int = 64) -> dict:
+                image_size: int = 64, mix: dict | None = None) -> dict:
     """Write captions_short/, captions_detailed/, instruct/, instruct_detailed/ and world.json
     under out_dir,
     plus llava/<split>.json and llava/images/ (the same data in LLaVA's JSON format).
 
     Returns the world.json summary (seed, size, image_size, per-split rows, hashes and
-    counts per source). Raises ConfigError for an unknown size or a bad image size.
+    counts per source; the mix when it isn't the default). Raises ConfigError for an unknown
+    size, a bad image size or a bad mix.
     """
-    check_args(seed, size, image_size)
+    check_args(seed, size, image_size, mix)
+    mix = normal_mix(mix)
     n_captions, n_instruct = WORLD_SIZES[size]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "world.json").unlink(missing_ok=True)  # present only once every split is whole
-    world = {"seed": seed, "size": size, "image_size": image_size}
+    world = {"seed": seed, "size": size, "image_size": image_size, **({"mix": mix} if mix else {})}
     writers = {s: ShardWriter(out / s) for s in SPLITS}
     sources = {s: Counter() for s in SPLITS}
     question_kinds = Counter()
@@ -221,7 +258,7 @@ def build_world(out_dir: str | Path, *, seed: int = 0, size: str = "tiny",
     for short, detailed in caption_items(seed, n_captions, image_size):
         add("captions_short", short)
         add("captions_detailed", detailed)
-    for i, kind in enumerate(instruct_plan(seed, n_instruct)):
+    for i, kind in enumerate(instruct_plan(seed, n_instruct, mix)):
         for split, captions in INSTRUCT_CAPTIONS.items():
             # Only "describe" items depend on the caption quality; don't render the rest twice.
             if captions == "short" or kind == "describe":
