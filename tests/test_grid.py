@@ -159,6 +159,17 @@ def test_inline_variant_and_data_connector_shorthands(tmp_path):
     assert v.config.recipe.stages[0].training.steps == 3
 
 
+def test_a_dotted_axis_of_mappings_the_world_mix(tmp_path):
+    """{label: L, value: {...}} names a mapping as {label: L, ...} does; null is a value too."""
+    body = """
+    axes:
+      data.synthetic.mix: [{label: default, value: null}, {label: yesno, value: {yes_no: 1}}, {label: vo, vqa: 2, ocr: 1}]
+    """
+    grid = load_grid(grid_file(tmp_path, body))
+    assert grid.axes == {"data.synthetic.mix": ["default", "yesno", "vo"]}
+    assert [v.config.data.synthetic.mix for v in grid.variants] == [None, {"yes_no": 1.0}, {"vqa": 2.0, "ocr": 1.0}]
+
+
 def test_base_path_is_relative_to_the_grid_file(tmp_path):
     (tmp_path / "variants").mkdir()
     shutil.copy(SMOKE, tmp_path / "variants" / "smoke.yaml")

@@ -17,7 +17,7 @@ removed first); a plain value of vision/llm/connector/data sets the field that n
 (family, family, name, name); anything else replaces the field (a list of mappings under
 vision: fused encoders).
 
-Labels: `{label: L, value: V}` is V labelled L (for lists and plain values, e.g. fused
+Labels: `{label: L, value: V}` is V labelled L (for lists, mappings and plain values, e.g. fused
 encoders named as their paper names them); otherwise a mapping's `label`, else its naming
 field (vision/llm `family`, connector/data/recipe `name`); a mapping without either is an error (str() of a dict makes no usable name). A list
 is labelled by its items joined with "+" (a mapping item by its label or naming field), any
@@ -236,8 +236,8 @@ def _axis_values(axis: str, values: list, gwhere: dict, problems: list) -> list[
         if isinstance(value, dict):
             value = dict(value)
             label = value.pop("label", None)
-            if label is None:
-                label = value.get(_NAME_FIELD.get(axis))  # None for dotted paths
+            if label is None:  # {label: L, value: {...}} names a mapping too
+                label = given if given is not None else value.get(_NAME_FIELD.get(axis))  # None for dotted paths
             if label is None:
                 problems.append((at, "a mapping value needs a `label` (it names the variant)"))
                 continue
