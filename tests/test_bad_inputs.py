@@ -265,6 +265,12 @@ CORPUS = [
     cli("data-world-out-is-a-file", ["data", "world", "--out", "{d}/afile"], "--out", "is a file",
         files={"afile": "x"}),
     cli("data-world-bad-size", ["data", "world", "--out", "{d}/w", "--size", "huge"], "size", "huge"),
+    cli("data-world-mix-not-yaml", ["data", "world", "--out", "{d}/w", "--mix", "{yes_no: 1"], "--mix", "not YAML"),
+    cli("data-world-mix-a-list", ["data", "world", "--out", "{d}/w", "--mix", "[yes_no]"], "--mix", "must map"),
+    cli("data-world-mix-unknown-kind", ["data", "world", "--out", "{d}/w", "--mix", "{yesno: 1}"],
+        "data.synthetic.mix.yesno", "did you mean yes_no"),
+    cli("data-world-mix-yaml-boolean", ["data", "world", "--out", "{d}/w", "--mix", "{yes: 1}"],
+        "data.synthetic.mix.True", "quote it"),
     cli("zoo-bad-size", ["zoo", "build", "--size", "huge", "--work-dir", "{d}/w"], "zoo.size", "huge"),
     # -- eval and eval score
     cli("eval-checkpoint-missing", ["eval", "{d}/no-stage", "--work-dir", "{work}"], "CHECKPOINT", "no-stage"),

@@ -165,12 +165,28 @@ def cmd_data_world(args) -> int:
     from vlmsweep.eval.world_sets import BENCH_DIR, build_benchmarks
 
     check_output_dir(args.out, "--out")
-    summary = build_world(args.out, seed=args.seed, size=args.size, image_size=args.image_size)
+    mix = _mix_flag(args.mix)
+    summary = build_world(args.out, seed=args.seed, size=args.size, image_size=args.image_size, mix=mix)
     # the held-out benchmark sets, in the official layouts, beside the training splits
     build_benchmarks(Path(args.out) / BENCH_DIR, seed=args.seed, size=args.size, image_size=args.image_size)
-    print(yaml.safe_dump({k: v for k, v in summary.items() if k in ("seed", "size", "image_size", "splits")},
+    print(yaml.safe_dump({k: v for k, v in summary.items() if k in ("seed", "size", "image_size", "mix", "splits")},
                          sort_keys=False))
     return 0
+
+
+def _mix_flag(text: str | None) -> dict | None:
+    """--mix '{yes_no: 1, vqa: 1}' as the mapping data.synthetic.mix takes (build_world checks it)."""
+    if text is None:
+        return None
+    from vlmsweep.config.load import parse_yaml
+
+    try:
+        mix, _ = parse_yaml(text, "--mix")
+    except ConfigError as err:
+        raise ConfigError([("--mix", f"not YAML: {msg.splitlines()[0]}") for _, msg in err.problems]) from None
+    if not isinstance(mix, dict):
+        raise ConfigError([("--mix", f"must map kinds to weights, e.g. '{{yes_no: 1}}', got {text!r}")])
+    return mix
 
 
 def cmd_data_ingest(args) -> int:
@@ -272,6 +288,8 @@ def parser() -> argparse.ArgumentParser:
     world.add_argument("--seed", type=int, default=0)
     world.add_argument("--size", default="tiny", help="tiny | small | medium")
     world.add_argument("--image-size", type=int, default=64, help="pixels per side")
+    world.add_argument("--mix", help="the instruct split's kinds and weights, e.g. '{yes_no: 1, vqa: 1}' "
+                       "(data.synthetic.mix; default: LLaVA-665K's spread)")
     world.set_defaults(fn=cmd_data_world)
     ingest = data.add_parser("ingest", help="convert LLaVA-format JSON/JSONL + an image folder to shards",
                              description="Samples that can't be used are skipped, counted by kind and "

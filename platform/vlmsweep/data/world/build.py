@@ -57,8 +57,10 @@ def mix_problems(mix: dict | None) -> list[tuple[str, str]]:
         return []
     if not isinstance(mix, dict):
         return [(MIX_FIELD, f"must map kinds to weights, got {mix!r}")]
-    problems = [(f"{MIX_FIELD}.{k}", f"unknown instruct kind{did_you_mean(k, MIX)}; allowed: {', '.join(MIX)}")
-                for k in mix if k not in MIX]
+    problems = [(f"{MIX_FIELD}.{k}", "not a kind: YAML reads an unquoted yes, no, on or off as a boolean; quote it")
+                for k in mix if isinstance(k, bool)]
+    problems += [(f"{MIX_FIELD}.{k}", f"unknown instruct kind{did_you_mean(k, MIX)}; allowed: {', '.join(MIX)}")
+                 for k in mix if k not in MIX and not isinstance(k, bool)]
     problems += [(f"{MIX_FIELD}.{k}", f"must be a number >= 0, got {w!r}") for k, w in mix.items()
                  if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0]
     if not problems and not sum(mix.values()) > 0:
