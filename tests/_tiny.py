@@ -85,3 +85,26 @@ def token_logits(vlm, batch) -> torch.Tensor:
     hidden = vlm.llm.get_decoder()(inputs_embeds=embeds, position_ids=batch.position_ids,
                                    attention_mask=batch.attention_mask, use_cache=False).last_hidden_state
     return vlm.llm.get_output_embeddings()(hidden)
+
+
+def finished_stage(vision: str, llm: str, root: str, out, seed: int) -> str:
+    """A one-stage variant's output as the worker writes it, every trainable weight moved."""
+    from vlmsweep.config.load import dump_resolved, resolve   # the training side: imported by the tests that need it
+    from vlmsweep.train.stage_output import save_stage
+    from vlmsweep.train.worker import build_stage_model
+
+    stage = {"name": "finetune", "split": "instruct", "template": "chat", "vision": {"mode": "frozen"},
+             "llm": {"mode": "full"}, "connector": {"mode": "full"},
+             "training": {"steps": 1, "global_batch": 1, "micro_batch": 1}}
+    cfg = resolve({"name": f"{vision}-{llm}", "model": {"vision": {"family": vision}, "llm": {"family": llm},
+                                                        "connector": {"name": "mlp2x_gelu"}},
+                   "recipe": {"name": "one", "stages": [stage]}})
+    vlm, _, _ = build_stage_model(cfg, 0, root, None)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in vlm.parameters():
+            if p.requires_grad:
+                p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    save_stage(vlm, out, stage="finetune", modes={"vision": "frozen", "connector": "full", "llm": "full"},
+               init_dir=None, config_yaml=dump_resolved(cfg), summary={})
+    return str(out)

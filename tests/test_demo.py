@@ -16,17 +16,13 @@ import socket
 
 import psutil
 import pytest
-import torch
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from _tiny import random_image
+from _tiny import finished_stage, random_image
 from vlmsweep.config.errors import InputError
-from vlmsweep.config.load import dump_resolved, resolve
 from vlmsweep.eval.generate import answer, load_checkpoint
 from vlmsweep.serve.demo import Panel, add_demo_parser, ask, launch, prepare, sweep_panels
-from vlmsweep.train.stage_output import save_stage
-from vlmsweep.train.worker import build_stage_model
 
 CHROMIUM = "/usr/bin/chromium"   # Debian's (`make system-deps`); Playwright's own download is not used
 QUESTION = "What colour is the ball?"
@@ -44,25 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def finished_stage(vision: str, llm: str, root: str, out, seed: int) -> str:
-    """A one-stage variant's output as the worker writes it, every trainable weight moved."""
-    stage = {"name": "finetune", "split": "instruct", "template": "chat", "vision": {"mode": "frozen"},
-             "llm": {"mode": "full"}, "connector": {"mode": "full"},
-             "training": {"steps": 1, "global_batch": 1, "micro_batch": 1}}
-    cfg = resolve({"name": f"{vision}-{llm}", "model": {"vision": {"family": vision}, "llm": {"family": llm},
-                                                        "connector": {"name": "mlp2x_gelu"}},
-                   "recipe": {"name": "one", "stages": [stage]}})
-    vlm, _, _ = build_stage_model(cfg, 0, root, None)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in vlm.parameters():
-            if p.requires_grad:
-                p.add_(0.3 * torch.randn(p.shape, generator=gen))
-    save_stage(vlm, out, stage="finetune", modes={"vision": "frozen", "connector": "full", "llm": "full"},
-               init_dir=None, config_yaml=dump_resolved(cfg), summary={})
-    return str(out)
 
 
 @pytest.fixture(scope="module")
