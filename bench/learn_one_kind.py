@@ -10,6 +10,8 @@ Two controls tell a perception limit from a learning one:
   (yes for a warm colour word): a model that learns this reads its questions;
 - `--pixels`: the vision tower replaced by each 8×8 patch's raw pixels (its input), with a
   fresh two-layer MLP connector: everything the image has reaches the LLM.
+- `--describe`: no image; the scene's caption as text before the question instead: can the
+  LLM answer at all when the scene is in words it was pretrained on?
 `--max-objects 1` draws scenes of 1 object up to that many, so "Is there a red star?" only
 asks whether the one object is red and a star.
 
@@ -30,12 +32,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from vlmsweep.config.schema import TrainingConfig
 from vlmsweep.data.packing import Row, Sample, collate
 from vlmsweep.data.tokenize import tokenize_conversation
 from vlmsweep.data.world import questions as Q
+from vlmsweep.data.world.language import short_caption
 from vlmsweep.data.world.scenes import render_png, sample_scene
 from vlmsweep.eval.generate import load_checkpoint
 from vlmsweep.train.engine import lr_factor
@@ -68,8 +72,9 @@ def text_rule(qa: Q.QA) -> Q.QA:
 class Items:
     """Fresh world scenes, asked one kind of question, tokenized as training tokenizes them."""
 
-    def __init__(self, model, kind: str, max_objects: int | None, rule: bool):
+    def __init__(self, model, kind: str, max_objects: int | None, rule: bool, describe: bool):
         self.model, self.ask, self.max_objects, self.rule = model, KINDS[kind], max_objects, rule
+        self.describe = describe
 
     def one(self, rng: random.Random) -> tuple[Sample, str]:
         while True:
@@ -81,10 +86,12 @@ class Items:
         if self.rule:
             qa = text_rule(qa)
         m = self.model
-        conversation = [{"role": "user", "text": "<image>\n" + Q.short_answer_prompt(qa)},
+        shown = short_caption(scene) if self.describe else "<image>"
+        conversation = [{"role": "user", "text": f"{shown}\n{Q.short_answer_prompt(qa)}"},
                         {"role": "assistant", "text": qa.answer}]
-        tok = tokenize_conversation(m.tokenizer, m.template, conversation, 1, m.vlm.image_tokens, 512)
-        pixels = m.images([Image.open(io.BytesIO(render_png(scene))).convert("RGB")])
+        images = [] if self.describe else [Image.open(io.BytesIO(render_png(scene))).convert("RGB")]
+        tok = tokenize_conversation(m.tokenizer, m.template, conversation, len(images), m.vlm.image_tokens, 512)
+        pixels = m.images(images) if images else np.zeros((0, 3, 1, 1), dtype=np.float32)
         return Sample(qa.question, tok.input_ids, tok.labels, pixels), qa.answer
 
     def batch(self, rng: random.Random, n: int):
@@ -121,12 +128,16 @@ def main(argv=None) -> int:
     ap.add_argument("--held-out", type=int, default=300, help="held-out items scored (in batches of 50)")
     ap.add_argument("--max-objects", type=int, default=None, help="scenes of 1 to this many objects")
     ap.add_argument("--pixels", action="store_true", help="raw patch pixels instead of the vision tower")
+    ap.add_argument("--describe", action="store_true", help="the scene's caption as text instead of its image")
     ap.add_argument("--text-rule", action="store_true",
                     help="answers from the question's words alone: yes for a warm colour word (exists, count_colour)")
     args = ap.parse_args(argv)
     if args.text_rule and args.kind not in ("exists", "count_colour"):
         print(f"error: --text-rule: {args.kind} questions name no colour to make a rule on (use exists or count_colour)",
               file=sys.stderr)
+        return 2
+    if args.describe and args.pixels:
+        print("error: --describe and --pixels: the first shows no image, the second changes how it is seen", file=sys.stderr)
         return 2
     if not (args.stage / "config.yaml").is_file():
         print(f"error: {args.stage}: not a finished stage (no config.yaml)", file=sys.stderr)
@@ -144,12 +155,13 @@ def main(argv=None) -> int:
     params = [p for p in vlm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     schedule = TrainingConfig(steps=args.steps)
-    items = Items(model, args.kind, args.max_objects, args.text_rule)
+    items = Items(model, args.kind, args.max_objects, args.text_rule, args.describe)
     held = [items.batch(random.Random(f"learn_one_kind/held/{i}"), min(50, args.held_out - i))
             for i in range(0, args.held_out, 50)]
     answers = Counter(a for _, batch in held for a in batch)
     majority = answers.most_common(1)[0][1] / sum(answers.values())
-    print(f"{args.kind}{' (text rule)' if args.text_rule else ''}, {'raw pixels' if args.pixels else 'vision tower'}, "
+    shown = "the caption as text" if args.describe else "raw pixels" if args.pixels else "vision tower"
+    print(f"{args.kind}{' (text rule)' if args.text_rule else ''}, {shown}, "
           f"{args.batch} items a step, lr {args.lr:g}; held-out majority answer: {majority:.3f}")
     rng, start = random.Random("learn_one_kind/train"), time.perf_counter()
     for step in range(args.steps + 1):

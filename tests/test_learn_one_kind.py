@@ -30,7 +30,7 @@ def stage(tmp_path_factory):
     return work, finished_stage("siglip", "llama", str(work.presets), work.path("stages", "finetune-x"), 0)
 
 
-@pytest.mark.parametrize("extra", [[], ["--pixels", "--max-objects", "1"], ["--text-rule"]])
+@pytest.mark.parametrize("extra", [[], ["--pixels", "--max-objects", "1"], ["--text-rule"], ["--describe"]])
 def test_prints_the_majority_and_a_score_every_few_steps(stage, capsys, extra):
     work, out = stage
     argv = ["--stage", out, "--work-dir", str(work.local_root), "--steps", "4", "--every", "2", "--batch", "2",
@@ -58,6 +58,7 @@ def test_text_rule_learned_from_the_words_alone(stage, capsys):
 @pytest.mark.parametrize("argv, expected", [
     (["--stage", "/nonexistent"], "not a finished stage"),
     (["--stage", "/nonexistent", "--kind", "background", "--text-rule"], "--text-rule: background questions name no colour"),
+    (["--stage", "/nonexistent", "--describe", "--pixels"], "--describe and --pixels"),
 ])
 def test_bad_arguments_get_one_line(tmp_path, capsys, argv, expected):
     assert _bench().main([*argv, "--work-dir", str(tmp_path)]) == 2
