@@ -1,5 +1,6 @@
-"""bench/learn_one_kind.py: train a finished stage on one question kind from fresh scenes and
-score held-out items as it goes (README "Demo": what the demo's model can learn in its budget)."""
+"""The diagnostic benches behind README "Set-up" (why the demo's object questions stay at chance):
+bench/question_kinds.py (a stage's accuracy on its own training items vs fresh ones) and
+bench/learn_one_kind.py (train a stage on one question kind from fresh scenes, scored as it goes)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,19 @@ import pytest
 
 from _tiny import finished_stage
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "learn_one_kind.py"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 LINE = re.compile(r"^step +(\d+)  accuracy (\d\.\d{3})  \(\d+ s\)$")
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("learn_one_kind", BENCH)
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _bench():
+    return _load("learn_one_kind")
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +69,29 @@ def test_bad_arguments_get_one_line(tmp_path, capsys, argv, expected):
     assert _bench().main([*argv, "--work-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and expected in err
+
+
+def test_question_kinds_counts_every_short_answer_item_seen_and_fresh(stage, capsys):
+    from vlmsweep.data.world import build as world
+
+    work, out = stage
+    assert _load("question_kinds").main(["--stage", out, "--work-dir", str(work.local_root), "--items", "60"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| question kind | trained on (world seed 0) | fresh (seed 7) |"
+    cell = re.compile(r"^(\d\.\d\d) \((\d+)\)$")
+    seen = {}
+    for line in lines[2:]:
+        kind, *cells = line.strip("| ").split(" | ")
+        for c in cells:
+            assert cell.match(c) and 0 <= float(cell.match(c)[1]) <= 1, line
+        seen[kind] = int(cell.match(cells[0])[2])
+    # the tiny world's plan (the stage trained on it): each short-answer item of the first 60, once
+    plan = world.instruct_plan(0, world.WORLD_SIZES["tiny"][1])[:60]
+    assert sum(seen.values()) == sum(k in ("vqa", "yes_no", "count", "ocr") for k in plan)
+    assert seen["exists"] == plan.count("yes_no")
+
+
+def test_question_kinds_refuses_what_is_not_a_stage(tmp_path, capsys):
+    assert _load("question_kinds").main(["--stage", str(tmp_path), "--work-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a finished stage" in err
