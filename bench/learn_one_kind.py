@@ -42,6 +42,7 @@ from vlmsweep.data.world import questions as Q
 from vlmsweep.data.world.language import short_caption
 from vlmsweep.data.world.scenes import render_png, sample_scene
 from vlmsweep.eval.generate import load_checkpoint
+from vlmsweep.models.vlm import IGNORE_INDEX
 from vlmsweep.train.engine import lr_factor
 
 KINDS = {"exists": Q.q_exists, "colour": Q.q_colour, "shape_at": Q.q_shape_at, "size": Q.q_size,
@@ -75,11 +76,12 @@ class Items:
     def __init__(self, model, kind: str, max_objects: int | None, rule: bool, describe: bool):
         self.model, self.ask, self.max_objects, self.rule = model, KINDS[kind], max_objects, rule
         self.describe = describe
+        self.image_size = model.cfg.data.synthetic.image_size   # the world's, as the stage trained on it
 
     def one(self, rng: random.Random) -> tuple[Sample, str]:
         while True:
             n = rng.randint(1, self.max_objects) if self.max_objects else None
-            scene = sample_scene(rng, 64, n_objects=n)
+            scene = sample_scene(rng, self.image_size, n_objects=n)
             qa = self.ask(scene, rng)
             if qa is not None:
                 break
@@ -108,7 +110,7 @@ def accuracy(vlm, batches) -> float:
         hidden = vlm.llm.get_decoder()(inputs_embeds=vlm.embed(b.input_ids, b.pixel_values),
                                        attention_mask=b.attention_mask, use_cache=False).last_hidden_state
         for i in range(b.input_ids.shape[0]):
-            at = (b.targets[i] != -100).nonzero()[:, 0]
+            at = (b.targets[i] != IGNORE_INDEX).nonzero()[:, 0]
             guess = vlm.llm.get_output_embeddings()(hidden[i, at]).argmax(-1)
             right += bool((guess == b.targets[i, at]).all())
             total += 1
